@@ -1,0 +1,7 @@
+"""``python -m lstmgen`` (and ``torchrun -m lstmgen``) run the lstmgen command."""
+
+import sys
+
+from lstmgen.cli import main
+
+sys.exit(main())

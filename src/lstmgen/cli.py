@@ -1,0 +1,331 @@
+"""The ``lstmgen`` command: thin subcommands over the library's functions.
+
+Every training setting has a flag named after its config field (``seq_len`` -> ``--seq-len``);
+flags left out take the preset's value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from lstmgen import __version__
+from lstmgen.config import PRESETS, SECTIONS, build_config
+from lstmgen.errors import LstmgenError
+
+logger = logging.getLogger("lstmgen")
+
+
+# ------------------------------------------------------------------------------ flags from dataclasses
+
+
+def _field_help(kind: type) -> dict[str, str]:
+    """The trailing comment of each field in the dataclass source: the field's documentation."""
+    import inspect
+
+    helps: dict[str, str] = {}
+    try:
+        source = inspect.getsource(kind)
+    except (OSError, TypeError):
+        return helps
+    for line in source.splitlines():
+        stripped = line.strip()
+        if ":" in stripped and "#" in stripped and not stripped.startswith(("#", "def", "\"")):
+            name = stripped.split(":", 1)[0].strip()
+            helps[name] = stripped.split("#", 1)[1].strip()
+    return helps
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, kind: type, *, prefix: str = "",
+                        defaults_none: bool = True) -> None:
+    """One ``--field-name`` flag per field; defaults are None so that presets can fill them."""
+    helps = _field_help(kind)
+    hints = typing.get_type_hints(kind)
+    group = parser.add_argument_group(kind.__name__.replace("Config", "").lower() or kind.__name__)
+    for f in dataclasses.fields(kind):
+        hint = hints[f.name]
+        base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+        flag = "--" + prefix + f.name.replace("_", "-")
+        default = None if defaults_none else f.default
+        group.add_argument(flag, dest=f.name, type=base if base in (int, float, str) else str, default=default,
+                           help=helps.get(f.name, "") + ("" if defaults_none else f" (default: {f.default})"))
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    return {name: {f.name: getattr(args, f.name, None) for f in dataclasses.fields(kind)}
+            for name, kind in SECTIONS.items()}
+
+
+# ------------------------------------------------------------------------------ progress bar
+
+
+class ProgressBar:
+    """One line on stderr: step, loss, perplexity, tokens/s, time left (redrawn on a terminal)."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.last = 0.0
+
+    def __call__(self, p: Any) -> None:
+        now = time.monotonic()
+        if not self.tty and now - self.last < 10 and p.step < p.total_steps:
+            return
+        self.last = now
+        import math
+
+        left = _duration(p.seconds_left) if p.seconds_left is not None else "?"
+        width = 20
+        done = int(width * min(p.step / max(p.total_steps, 1), 1.0))
+        line = (f"[{'#' * done}{'.' * (width - done)}] step {p.step}/{p.total_steps} epoch {p.epoch:.2f} "
+                f"loss {p.loss:.3f} ppl {math.exp(min(p.loss, 50)):.1f} {p.tokens_per_s:,.0f} tok/s "
+                f"{_duration(p.elapsed)} elapsed, {left} left")
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+# ------------------------------------------------------------------------------ subcommands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lstmgen.train import TrainingInterrupted, train
+
+    if args.resume:
+        run = args.out or args.corpus
+        if run is None:
+            raise LstmgenError("--resume needs the run directory: lstmgen train --resume RUN")
+        corpus = args.corpus if args.out else None
+        config = None
+    else:
+        if args.corpus is None:
+            raise LstmgenError("give the corpus to train on: lstmgen train PATH (a .txt file or a folder)")
+        corpus, run = args.corpus, args.out
+        config = build_config(args.preset, _overrides(args))
+    bar = ProgressBar()
+    try:
+        run_dir = train(corpus, config, out=run, resume=args.resume, progress=bar)
+    except TrainingInterrupted as stop:
+        bar.close()
+        print(f"stopped; state saved. Continue with: lstmgen train --resume {stop.run_dir}", file=sys.stderr)
+        return 128 + stop.signum
+    bar.close()
+    _print_summary(run_dir)
+    return 0
+
+
+def _print_summary(run_dir: Path) -> None:
+    from lstmgen.runs import read_metrics
+
+    records = read_metrics(run_dir)
+    test = next((r for r in reversed(records) if r.get("split") == "test"), {})
+    valid = [r for r in records if "valid_bits_per_char" in r]
+    print(f"run: {run_dir}")
+    if valid:
+        best = min(valid, key=lambda r: r["valid_nll"])
+        print(f"best valid: perplexity {best['valid_perplexity']:.2f}, {best['valid_bits_per_char']:.3f} bits/char "
+              f"(step {best['step']})")
+    if "test_perplexity" in test:
+        print(f"test: perplexity {test['test_perplexity']:.2f}, {test['test_bits_per_char']:.3f} bits/char, "
+              f"OOV {100 * test['test_oov_rate']:.2f}%, {test['tokens_per_s']:,.0f} tokens/s, "
+              f"{test['seconds']:.0f}s of training")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lstmgen.evaluate import score_ids
+    from lstmgen.pipeline import encode_text, prepare, read_texts
+    from lstmgen.runs import load_run
+    from lstmgen.train import pick_device
+
+    run = load_run(args.run, device=pick_device(args.device))
+    if args.path:
+        texts = read_texts(args.path, run.config.data)
+        ids = encode_text(texts, run.tokenizer, run.vocab)
+        characters = sum(map(len, texts)) + len(texts) - 1
+        what = str(args.path)
+    else:
+        corpus = run.info.get("corpus")
+        if not corpus or not Path(corpus).exists():
+            raise LstmgenError(f"{args.run}: its corpus {corpus!r} is not on this machine; give a PATH to score")
+        data = prepare(corpus, run.config.data, run.config.tokenizer, vocab=run.vocab, tokenizer=run.tokenizer)
+        ids, characters, what = data.ids[args.split], data.characters[args.split], f"{args.split} split of {corpus}"
+    if len(ids) < 2:
+        raise LstmgenError(f"{what}: too little text to score")
+    score = score_ids(run.model, ids, characters=characters, batch_size=16, seq_len=128)
+    result = {"text": what, **score.as_dict()}
+    if args.samples:
+        from lstmgen.quality import sample_quality
+
+        result.update(sample_quality(run, num_samples=args.samples, length=args.sample_length, seed=args.seed))
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=1))
+    else:
+        print(f"{what}")
+        print(f"  perplexity      {score.perplexity:.2f}")
+        print(f"  bits per char   {score.bits_per_char:.4f}")
+        print(f"  OOV rate        {100 * score.oov_rate:.2f}%")
+        print(f"  tokens          {score.tokens:,}")
+        print(f"  characters      {score.characters:,}")
+        for key, value in result.items():
+            if key.startswith("sample_"):
+                print(f"  {key[7:]:<15} {value:.4f}" if isinstance(value, float) else f"  {key[7:]:<15} {value}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from lstmgen.generate import GenerateConfig, generate
+    from lstmgen.runs import load_run
+    from lstmgen.train import pick_device
+
+    config = GenerateConfig(length=args.length, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                            repetition_penalty=args.repetition_penalty, no_repeat_ngram=args.no_repeat_ngram,
+                            stop_at=args.stop_at, num_samples=args.num_samples, seed=args.seed,
+                            acrostic=args.acrostic)
+    run = load_run(args.run, device=pick_device(args.device))
+    prompts = args.prompt or [""]
+    stream = len(prompts) * config.num_samples == 1 and not args.quiet
+    if stream:
+        sys.stdout.write(prompts[0].strip())
+        sys.stdout.flush()
+
+    def on_text(row: int, piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    texts = generate(run.model, run.tokenizer, run.vocab, prompts, config, on_text=on_text if stream else None)
+    if stream:
+        sys.stdout.write("\n")
+    elif not args.quiet:
+        for i, text in enumerate(texts):
+            print(f"--- sample {i + 1} ---\n{text}")
+    if args.output:
+        Path(args.output).write_text("\n\n".join(texts) + "\n", encoding="utf-8")
+        print(f"written to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lstmgen.demo import run_demo
+
+    return run_demo(minutes=args.minutes, out=args.out, corpus=args.corpus, progress=ProgressBar())
+
+
+# ------------------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lstmgen", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lstmgen {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
+    parser.add_argument("-q", "--quiet-log", action="store_true", help="log warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model on a corpus; writes a run directory")
+    p.add_argument("corpus", nargs="?", help="a .txt file, a folder of them, or a folder with an inf.txt index")
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="starting settings (default: default)")
+    p.add_argument("--out", help="run directory (default: runs/DATE-PRESET)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (or the RUN given) exactly")
+    for name, kind in SECTIONS.items():
+        add_dataclass_flags(p, kind)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="perplexity, bits per character and OOV rate of a run on held-out text")
+    p.add_argument("run", help="run directory")
+    p.add_argument("path", nargs="?", help="text to score (default: the run's test split)")
+    p.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split to score without PATH")
+    p.add_argument("--samples", type=int, default=0, help="also generate N samples and measure their quality")
+    p.add_argument("--sample-length", type=int, default=200, help="characters per quality sample")
+    p.add_argument("--seed", type=int, default=1, help="seed for the quality samples")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("generate", help="write text with a trained run")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--prompt", action="append", help="text to continue (repeat for several prompts in one batch)")
+    p.add_argument("--length", type=int, default=300, help="characters to write after the prompt")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
+    p.add_argument("--top-k", type=int, default=40, help="0: off")
+    p.add_argument("--top-p", type=float, default=0.95, help="1: off")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="1: off")
+    p.add_argument("--no-repeat-ngram", type=int, default=0, help="0: off")
+    p.add_argument("--stop-at", default="none", choices=("none", "sentence", "paragraph"))
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--seed", type=int, default=None, help="same seed, same text")
+    p.add_argument("--acrostic", help="poems: line i begins with character i of this text")
+    p.add_argument("--output", help="also write the text to this file")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
+    p.add_argument("--quiet", action="store_true", help="print nothing (use with --output)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("demo", help="fetch a public-domain corpus, train a few minutes, write a sample")
+    p.add_argument("--minutes", type=float, default=3.0, help="training time")
+    p.add_argument("--out", help="run directory (default: runs/demo-DATE)")
+    p.add_argument("--corpus", help="use this folder or file instead of fetching the demo corpus")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``lstmgen`` command. Returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet_log else logging.INFO
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("lstmgen")
+    saved = (root.handlers[:], root.level, root.propagate)
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    try:
+        return int(args.func(args) or 0)
+    except LstmgenError as err:
+        print(f"lstmgen: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lstmgen: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    finally:  # main() may be called again in the same process (tests, notebooks)
+        root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of the record."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Settings: one dataclass per concern, validated on construction, saved as JSON in the run directory.
+
+The CLI builds one flag per field (``seq_len`` -> ``--seq-len``), so a field's comment is its help text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from lstmgen.errors import LstmgenError
+
+# A line that is nothing but a download site's notice or a URL: dropped from the corpus.
+DEFAULT_ADVERT_PATTERN = (
+    r"(https?://|www\.|\.com\b|\.net\b|\.org\b|\.cn\b"
+    r"|txt(小说)?下载|免费(txt)?小说|电子书下载|更多精彩|本书来自|本书由|整理制作|手机阅读)"
+)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise LstmgenError(message)
+
+
+@dataclass
+class DataConfig:
+    valid_fraction: float = 0.05  # share of every document, taken from its end, held out for validation
+    test_fraction: float = 0.05  # share of every document, taken from its very end, held out for testing
+    valid_path: Optional[str] = None  # explicit validation text (file or folder) instead of a split
+    test_path: Optional[str] = None  # explicit test text (file or folder) instead of a split
+    advert_pattern: str = DEFAULT_ADVERT_PATTERN  # regex: a short line matching it is dropped as an advert
+    max_advert_line: int = 80  # lines longer than this are story text, never dropped as adverts
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.valid_fraction < 1, "--valid-fraction must be in [0, 1)")
+        _check(0 <= self.test_fraction < 1, "--test-fraction must be in [0, 1)")
+        _check(self.valid_fraction + self.test_fraction < 1, "valid and test fractions must sum below 1")
+
+
+TOKENIZER_KINDS = ("char", "word", "hybrid", "whitespace")
+
+
+@dataclass
+class TokenizerConfig:
+    tokenizer: str = "char"  # char | word (jieba) | hybrid (frequent words + characters) | whitespace
+    user_dict: Optional[str] = None  # jieba user dictionary file (word and hybrid)
+    hybrid_min_count: int = 20  # hybrid: words seen at least this often in training stay whole
+    min_freq: int = 1  # tokens rarer than this in the training split become <unk>
+    max_vocab: int = 0  # keep at most this many tokens (0: no limit)
+    workers: int = 0  # processes for segmentation (0: one per core)
+
+    def __post_init__(self) -> None:
+        _check(self.tokenizer in TOKENIZER_KINDS, f"--tokenizer must be one of {', '.join(TOKENIZER_KINDS)}")
+        _check(self.hybrid_min_count >= 1, "--hybrid-min-count must be at least 1")
+        _check(self.min_freq >= 1, "--min-freq must be at least 1")
+        _check(self.max_vocab >= 0, "--max-vocab must be 0 (no limit) or positive")
+        _check(self.workers >= 0, "--workers must be 0 (auto) or positive")
+
+
+OUTPUT_KINDS = ("full", "tied", "adaptive")
+
+
+@dataclass
+class ModelConfig:
+    embed_size: int = 256  # size of the token embedding
+    hidden_size: int = 1024  # LSTM units per layer
+    num_layers: int = 1  # stacked LSTM layers
+    dropout: float = 0.0  # dropout on embeddings, between layers and before the output layer
+    output: str = "tied"  # full | tied (shares the embedding; a projection when sizes differ) | adaptive
+    adaptive_cutoffs: str = "auto"  # adaptive softmax cluster edges, e.g. "2000,10000" ("auto": by vocab size)
+
+    def __post_init__(self) -> None:
+        _check(self.embed_size >= 1, "--embed-size must be positive")
+        _check(self.hidden_size >= 1, "--hidden-size must be positive")
+        _check(self.num_layers >= 1, "--num-layers must be at least 1")
+        _check(0 <= self.dropout < 1, "--dropout must be in [0, 1)")
+        _check(self.output in OUTPUT_KINDS, f"--output must be one of {', '.join(OUTPUT_KINDS)}")
+        if self.adaptive_cutoffs != "auto":
+            try:
+                cutoffs = [int(c) for c in self.adaptive_cutoffs.split(",")]
+            except ValueError:
+                raise LstmgenError("--adaptive-cutoffs must be 'auto' or increasing integers like 2000,10000")
+            _check(all(a < b for a, b in zip(cutoffs, cutoffs[1:])) and cutoffs[0] > 0,
+                   "--adaptive-cutoffs must be increasing positive integers")
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # parallel streams; each row of a batch continues the same stream as before
+    seq_len: int = 64  # tokens per truncated-BPTT window
+    epochs: float = 5.0  # passes over the training split (fractions allowed)
+    time_budget: Optional[str] = None  # stop after this much training time, e.g. "10m", "90s", "1h"
+    lr: float = 0.002  # peak learning rate
+    optimizer: str = "adam"  # adam | adamw | sgd
+    weight_decay: float = 0.0  # decoupled for adamw, L2 for the others
+    schedule: str = "constant"  # constant | cosine | linear (decay to lr * min_lr_ratio)
+    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    min_lr_ratio: float = 0.1  # where cosine/linear decay ends, as a fraction of lr
+    clip: float = 0.5  # clip the global gradient norm to this (0: no clipping)
+    eval_every: int = 0  # also validate every N steps (0: only at the end of each epoch)
+    eval_tokens: int = 0  # score at most this many validation tokens per evaluation (0: all)
+    seed: int = 1234  # seeds weights, dropout and sampling; same seed, same run (on a CPU)
+    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps
+    threads: int = 0  # CPU threads for torch (0: torch's default)
+    amp: str = "auto"  # auto (bf16 on CUDA, off elsewhere) | bf16 | off
+    save_every: int = 0  # write a resumable state every N steps (0: at every evaluation)
+    nan_policy: str = "stop"  # stop | backoff (halve the lr once and go back to the last good weights)
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "--batch-size must be positive")
+        _check(self.seq_len >= 1, "--seq-len must be positive")
+        _check(self.epochs > 0, "--epochs must be positive")
+        _check(self.lr > 0, "--lr must be positive")
+        _check(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+        _check(self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}")
+        _check(self.warmup_steps >= 0, "--warmup-steps must be 0 or positive")
+        _check(0 <= self.min_lr_ratio <= 1, "--min-lr-ratio must be in [0, 1]")
+        _check(self.clip >= 0, "--clip must be 0 (off) or positive")
+        _check(self.eval_every >= 0, "--eval-every must be 0 or positive")
+        _check(self.eval_tokens >= 0, "--eval-tokens must be 0 or positive")
+        _check(self.threads >= 0, "--threads must be 0 or positive")
+        _check(self.amp in ("auto", "bf16", "off"), "--amp must be auto, bf16 or off")
+        _check(self.save_every >= 0, "--save-every must be 0 or positive")
+        _check(self.nan_policy in ("stop", "backoff"), "--nan-policy must be stop or backoff")
+        if self.time_budget is not None:
+            parse_duration(self.time_budget)
+
+
+def parse_duration(text: str) -> float:
+    """Parse "90s", "10m", "1.5h" or a bare number of seconds into seconds."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    text = str(text).strip().lower()
+    try:
+        if text and text[-1] in units:
+            seconds = float(text[:-1]) * units[text[-1]]
+        else:
+            seconds = float(text)
+    except ValueError:
+        raise LstmgenError(f"cannot read the duration {text!r}: write it like 90s, 10m or 1.5h")
+    _check(seconds > 0, f"the duration {text!r} must be positive")
+    return seconds
+
+
+@dataclass
+class RunConfig:
+    """Everything a run was trained with; saved as config.json."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = "default"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
+        def build(kind: type, values: dict[str, Any]) -> Any:
+            known = {f.name for f in dataclasses.fields(kind)}
+            return kind(**{k: v for k, v in values.items() if k in known})
+
+        return cls(
+            data=build(DataConfig, raw.get("data", {})),
+            tokenizer=build(TokenizerConfig, raw.get("tokenizer", {})),
+            model=build(ModelConfig, raw.get("model", {})),
+            train=build(TrainConfig, raw.get("train", {})),
+            preset=raw.get("preset", "default"),
+        )
+
+
+SECTIONS = {"data": DataConfig, "tokenizer": TokenizerConfig, "model": ModelConfig, "train": TrainConfig}
+
+# Presets override the dataclass defaults, section by section.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # The seed report, exactly: jieba words, embed 128, hidden 1024, 1 layer, batch 20, seq 30,
+    # Adam 0.002, clip 0.5, full softmax, no dropout, 5 epochs.
+    "seed": {
+        "tokenizer": {"tokenizer": "word", "min_freq": 1, "max_vocab": 0},
+        "model": {"embed_size": 128, "hidden_size": 1024, "num_layers": 1, "dropout": 0.0, "output": "full"},
+        "train": {"batch_size": 20, "seq_len": 30, "lr": 0.002, "optimizer": "adam", "clip": 0.5,
+                  "epochs": 5.0, "schedule": "constant", "warmup_steps": 0, "weight_decay": 0.0},
+    },
+    # The best recipe found for a 2-core laptop CPU (see BENCHMARKS.md for how it was measured).
+    "default": {
+        "tokenizer": {"tokenizer": "char", "min_freq": 1},
+        "model": {"embed_size": 256, "hidden_size": 512, "num_layers": 1, "dropout": 0.0, "output": "tied"},
+        "train": {"batch_size": 32, "seq_len": 64, "lr": 0.003, "optimizer": "adam", "clip": 1.0,
+                  "epochs": 5.0, "schedule": "cosine", "warmup_steps": 50},
+    },
+    # For a GPU: wider, deeper, bigger batches.
+    "gpu": {
+        "tokenizer": {"tokenizer": "hybrid", "hybrid_min_count": 20},
+        "model": {"embed_size": 512, "hidden_size": 1536, "num_layers": 2, "dropout": 0.1, "output": "tied"},
+        "train": {"batch_size": 128, "seq_len": 128, "lr": 0.002, "optimizer": "adamw", "clip": 1.0,
+                  "epochs": 5.0, "schedule": "cosine", "warmup_steps": 100, "weight_decay": 0.01},
+    },
+    # A few seconds on any machine: for tests and smoke runs.
+    "tiny": {
+        "tokenizer": {"tokenizer": "char"},
+        "model": {"embed_size": 16, "hidden_size": 32, "num_layers": 1, "output": "tied"},
+        "train": {"batch_size": 4, "seq_len": 16, "lr": 0.01, "epochs": 1.0, "clip": 1.0},
+    },
+}
+
+
+def build_config(preset: str = "default", overrides: Optional[dict[str, dict[str, Any]]] = None) -> RunConfig:
+    """A RunConfig from a preset, with per-section overrides applied on top.
+
+    Args:
+        preset: a key of ``PRESETS``.
+        overrides: ``{"train": {"seq_len": 30}, ...}``; values of None are ignored.
+    """
+    _check(preset in PRESETS, f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    sections: dict[str, Any] = {}
+    for name, kind in SECTIONS.items():
+        values = dict(PRESETS[preset].get(name, {}))
+        values.update({k: v for k, v in (overrides or {}).get(name, {}).items() if v is not None})
+        sections[name] = kind(**values)
+    return RunConfig(preset=preset, **sections)

@@ -1,0 +1,322 @@
+"""Files, folders and index files -> documents: encoding detection, normalisation, advert filter, split.
+
+A corpus is a ``.txt`` file, a folder of them (read recursively), or a folder holding an index file
+``inf.txt`` that names its novels (``书名一，书名二,...``), read in the index's order.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+from lstmgen.config import DEFAULT_ADVERT_PATTERN
+from lstmgen.errors import LstmgenError
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = "inf.txt"
+
+# Very common characters of Chinese prose, grouped by meaning, in simplified form and, on the second
+# half, the traditional forms of those that differ. Text decoded with the wrong codec turns into rare
+# characters, kana or private-use code points, so the share of these tells GB18030 from Big5.
+_COMMON_CHARS = (
+    "的了是不在有这那个们我你他她它之也而其与于以为所者乎矣焉哉兮曰乃即则就都还又再很最更太已曾将把"
+    "被给让从向到对和同跟但却只才便若如虽因此故何么什怎哪谁些每各几多少一二三四五六七八九十百千万两半"
+    "第位件次回年月日天时分人子女父母兄弟姐妹夫妻儿孙王帝君臣官兵军师徒客友主仆娘爷公侯相士民众家国朝"
+    "身心头手足口眼目耳面脸血骨山水火风云雨雪地星江河海湖石木花草树林田路城门来去出入上下起坐走行看见"
+    "听说道问答想知觉得要能会可用作做打开关拿放吃喝死生笑哭叫喊飞跑杀战大小高长短新老好恶真假明白黑红"
+    "青黄金银远近深清原忽然里自己声东西南北中前后左右外内间事物话书字名心意情理气力神仙佛妖魔马车船刀"
+    "剑酒饭衣钱请谢读写买卖边点体语进发现经过当着没今"
+    "們個這說為與於無時見來會後對將軍兒孫國門頭臉聽問覺氣長開關殺戰飛雲風東車馬書學發現經過還讓從給幾"
+    "誰麼點萬兩錢銀紅黃綠體聲裡邊遠語話請謝讀寫買賣師則雖劍眾兵爺義樣從當著沒進"
+)
+_COMMON_RE = re.compile("[" + "".join(sorted(set(_COMMON_CHARS))) + "]")
+_IDEOGRAPH_RE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+# What a wrong decoding produces: private-use code points, replacement marks, kana and bopomofo.
+_ODD_RE = re.compile("[\ue000-\uf8ff\ufffd\u3040-\u30ff\u3100-\u312f]|[\U000f0000-\U0010ffff]")
+# Control characters that never appear in text (tab, line ends, form feed and Ctrl-Z do).
+_CONTROL_RE = re.compile("[\x00-\x08\x0b\x0e-\x19\x1b-\x1f\x7f]")
+_MAX_CONTROL_SHARE = 0.01
+
+# Whitespace trimmed from both ends of a line: str.isspace's set plus BOM and zero-width space, which
+# editors leave at line starts when files are glued together.
+_EDGE_CHARS = (" \t\n\r\v\f\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff"
+               + "".join(map(chr, range(0x2000, 0x200C))))
+_INDEX_SEPARATORS = re.compile(r"[,，、;；\n\r]+")
+
+
+@dataclass
+class Document:
+    name: str  # the file's path relative to the corpus root (or its file name)
+    path: str  # absolute path
+    text: str  # normalised text: one paragraph per line, no blank lines, no trailing newline
+    encoding: str  # codec it was read with: utf-8, utf-8-sig, gb18030, big5 or utf-16
+    dropped_lines: int  # advert lines removed
+
+
+@dataclass
+class Split:
+    train: list[str]  # one string per input document (empty where that document gave nothing)
+    valid: list[str]
+    test: list[str]
+
+
+def _not_text(name: str, reason: str) -> LstmgenError:
+    return LstmgenError(f"{name or 'input'}: not text in UTF-8, GB18030/GBK, Big5 or UTF-16 ({reason})")
+
+
+def _chinese_score(text: str) -> float:
+    """Share of ideographs that are very common, minus a heavy penalty for signs of a wrong codec."""
+    sample = text[:200_000]  # enough to decide; keeps a 50 MB file cheap
+    common = len(_COMMON_RE.findall(sample))
+    odd = len(_ODD_RE.findall(sample))
+    return (common - 5 * odd) / max(1, len(_IDEOGRAPH_RE.findall(sample)) + odd)
+
+
+def _try_decode(raw: bytes, encoding: str) -> Optional[str]:
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError:
+        return None
+
+
+def decode_bytes(raw: bytes, name: str = "") -> tuple[str, str]:
+    """Decode a file's bytes, guessing the encoding.
+
+    Order: a UTF-16 or UTF-8 byte-order mark, then strict UTF-8, then whichever of GB18030 and Big5
+    yields the more plausible Chinese (both decode most GBK bytes, so neither can win by decoding alone).
+
+    Args:
+        raw: the file's content.
+        name: the file's name, for error messages.
+
+    Returns:
+        ``(text, encoding)`` with encoding one of utf-8, utf-8-sig, gb18030, big5, utf-16.
+
+    Raises:
+        LstmgenError: binary data, NUL bytes without a UTF-16 mark, or bytes no candidate decodes.
+    """
+    if not raw:
+        return "", "utf-8"
+    text: Optional[str] = None
+    encoding = ""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        text, encoding = _try_decode(raw, "utf-16"), "utf-16"
+        if text is None:
+            raise _not_text(name, "a UTF-16 byte-order mark, but invalid UTF-16")
+    elif b"\x00" in raw:
+        raise _not_text(name, "NUL bytes without a UTF-16 byte-order mark; binary?")
+    if text is None and raw.startswith(codecs.BOM_UTF8):
+        text, encoding = _try_decode(raw, "utf-8-sig"), "utf-8-sig"
+    if text is None:
+        text, encoding = _try_decode(raw, "utf-8"), "utf-8"
+    if text is None:
+        candidates = [(t, e) for e in ("gb18030", "big5") if (t := _try_decode(raw, e)) is not None]
+        if not candidates:
+            raise _not_text(name, "undecodable bytes")
+        # max() keeps the first of equal scores, so GB18030, the commoner on disk, wins ties.
+        text, encoding = max(candidates, key=lambda c: _chinese_score(c[0]))
+    controls = len(_CONTROL_RE.findall(text))
+    if controls > _MAX_CONTROL_SHARE * len(text):
+        raise _not_text(name, f"{controls} control characters in {len(text)}; binary?")
+    return text, encoding
+
+
+def detect_encoding(raw: bytes, name: str = "") -> str:
+    """The encoding ``decode_bytes`` would read ``raw`` with (same rules, same errors)."""
+    return decode_bytes(raw, name)[1]
+
+
+def _compile_advert(pattern: str) -> Optional[re.Pattern]:
+    if not pattern:  # an empty pattern would match every short line; it means "no filter"
+        return None
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except re.error as error:
+        raise LstmgenError(f"--advert-pattern {pattern!r} is not a valid regular expression: {error}")
+
+
+def normalize_text(text: str, *, advert_pattern: str = DEFAULT_ADVERT_PATTERN,
+                   max_advert_line: int = 80) -> tuple[str, int]:
+    """One paragraph per line: unify line ends, trim lines, drop blank lines and advert lines.
+
+    Full-width spaces (U+3000) and no-break spaces inside a line become plain spaces, one for one, so
+    the same heading written with either kind of space reads the same; nothing else inside a line changes.
+
+    Args:
+        text: decoded text.
+        advert_pattern: regex (case-insensitive); a line of at most ``max_advert_line`` characters that
+            it matches is dropped. Empty: drop nothing.
+        max_advert_line: longer lines are story text, kept whatever they contain.
+
+    Returns:
+        ``(text, dropped)``: the lines joined by ``"\\n"`` with no trailing newline, and how many
+        advert lines were dropped.
+    """
+    advert = _compile_advert(advert_pattern)
+    # str.replace and str.split run in C: linear even for one 50 MB line.
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u3000", " ").replace("\xa0", " ")
+    kept: list[str] = []
+    dropped = 0
+    for line in text.split("\n"):
+        line = line.strip(_EDGE_CHARS)
+        if not line:
+            continue
+        if advert is not None and len(line) <= max_advert_line and advert.search(line):
+            dropped += 1
+            continue
+        kept.append(line)
+    return "\n".join(kept), dropped
+
+
+def _read_index(index: Path) -> list[Path]:
+    """The novels an ``inf.txt`` names, in its order, as paths beside it."""
+    text, _ = decode_bytes(_read_bytes(index), str(index))
+    files: list[Path] = []
+    for title in _INDEX_SEPARATORS.split(text):
+        title = title.strip(_EDGE_CHARS)
+        if title.lower().endswith(".txt"):
+            title = title[:-4].strip(_EDGE_CHARS)
+        if not title:
+            continue
+        file = index.parent / f"{title}.txt"
+        if not file.is_file():
+            raise LstmgenError(f"{index}: names the novel {title!r}, but {file} does not exist")
+        if file not in files:  # a novel listed twice would leak between the splits of its two copies
+            files.append(file)
+    if not files:
+        raise LstmgenError(f"{index}: the index names no novels")
+    return files
+
+
+def list_corpus_files(path: Union[str, Path]) -> list[Path]:
+    """The files a corpus path stands for, in reading order.
+
+    A file is itself (any extension; ``inf.txt`` means its index). A folder holding ``inf.txt`` is
+    exactly the novels the index names, in its order; any other folder is every ``*.txt`` under it,
+    recursively, sorted by relative path.
+
+    Raises:
+        LstmgenError: a missing path, a folder without .txt files, or an index naming a missing novel.
+    """
+    path = Path(path)
+    if path.is_file():
+        return _read_index(path) if path.name == INDEX_FILE else [path]
+    if not path.is_dir():
+        raise LstmgenError(f"{path}: no such file or folder")
+    if (path / INDEX_FILE).is_file():
+        return _read_index(path / INDEX_FILE)
+    files = [f for f in path.rglob("*") if f.suffix.lower() == ".txt" and f.is_file()]
+    if not files:
+        raise LstmgenError(f"{path}: the folder holds no .txt files")
+    return sorted(files, key=lambda f: f.relative_to(path).as_posix())
+
+
+def _read_bytes(file: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except OSError as error:
+        raise LstmgenError(f"{file}: cannot read ({error.strerror or error})")
+
+
+def read_corpus(path: Union[str, Path], *, advert_pattern: str = DEFAULT_ADVERT_PATTERN,
+                max_advert_line: int = 80) -> list[Document]:
+    """Read, decode and normalise every file of a corpus (see ``list_corpus_files``).
+
+    Files that are empty after normalisation are skipped with a warning.
+
+    Raises:
+        LstmgenError: a bad path or index, an undecodable file, an invalid pattern, or no text at all.
+    """
+    _compile_advert(advert_pattern)  # fail on a bad pattern before reading anything
+    root = Path(path)
+    base = root if root.is_dir() else root.parent
+    documents = []
+    for file in list_corpus_files(root):
+        raw_text, encoding = decode_bytes(_read_bytes(file), str(file))
+        text, dropped = normalize_text(raw_text, advert_pattern=advert_pattern, max_advert_line=max_advert_line)
+        name = file.relative_to(base).as_posix() if file.is_relative_to(base) else file.name
+        if not text:
+            logger.warning("%s: no text after removing adverts and blank lines; skipped", name)
+            continue
+        logger.info("%s: %s, %d characters, %d advert lines dropped", name, encoding, len(text), dropped)
+        documents.append(Document(name, str(file.resolve()), text, encoding, dropped))
+    if not documents:
+        raise LstmgenError(f"{root}: the corpus is empty (no text after removing adverts and blank lines)")
+    return documents
+
+
+def _nearest_newline(text: str, target: int, low: int, high: int) -> Optional[int]:
+    """Index of the newline in ``text[low:high]`` nearest to ``target``; None if there is none."""
+    target = min(max(target, low), high)
+    before = text.rfind("\n", low, target + 1)
+    after = text.find("\n", target, high)
+    found = [i for i in (before, after) if i >= 0]
+    return min(found, key=lambda i: (abs(i - target), i)) if found else None
+
+
+def _split_one(text: str, valid_fraction: float, test_fraction: float) -> tuple[str, str, str]:
+    size = len(text)
+    valid_chars, test_chars = round(size * valid_fraction), round(size * test_fraction)
+    if (valid_fraction and not valid_chars) or (test_fraction and not test_chars):
+        return text, "", ""  # too short to give each held-out part a character
+    if "\n" not in text:
+        test_start = size - test_chars
+        valid_start = test_start - valid_chars
+        if valid_start < 1:
+            return text, "", ""
+        return text[:valid_start], text[valid_start:test_start], text[test_start:]
+    # Cut at newlines, which are dropped: each part is whole paragraphs, and "\n".join(non-empty parts)
+    # gives the document back. The search ranges keep every requested part and train non-empty.
+    test_cut = size
+    if test_chars:
+        found = _nearest_newline(text, size - test_chars - 1, 1, size - 1)
+        if found is None:
+            return text, "", ""
+        test_cut = found
+    valid_cut = test_cut
+    if valid_chars:
+        found = _nearest_newline(text, test_cut - valid_chars - 1, 1, test_cut - 1)
+        if found is None:
+            return text, "", ""
+        valid_cut = found
+    return text[:valid_cut], text[valid_cut + 1:test_cut], text[test_cut + 1:]
+
+
+def split_documents(texts: list[str], *, valid_fraction: float = 0.05, test_fraction: float = 0.05) -> Split:
+    """Hold out the end of every document: the last ``test_fraction`` of its characters for testing,
+    the ``valid_fraction`` before that for validation, the rest for training. Deterministic.
+
+    Cuts move to the nearest paragraph break (the ``"\\n"`` there belongs to no part), so with newlines
+    ``"\\n".join(p for p in (train, valid, test) if p)`` is the document; a document with no newline is
+    cut at exact character positions and ``train + valid + test`` is the document. A fraction of 0 gives
+    ``""``. A document too short to give every requested part at least one character (or a paragraph,
+    when it has newlines) stays whole in train. Few long paragraphs make the held-out shares coarse.
+
+    Raises:
+        LstmgenError: fractions outside [0, 1) or summing to 1 or more.
+    """
+    if not (0 <= valid_fraction < 1 and 0 <= test_fraction < 1 and valid_fraction + test_fraction < 1):
+        raise LstmgenError("valid and test fractions must each be in [0, 1) and sum below 1")
+    split = Split([], [], [])
+    for text in texts:
+        train, valid, test = _split_one(text, valid_fraction, test_fraction)
+        split.train.append(train)
+        split.valid.append(valid)
+        split.test.append(test)
+    return split
+
+
+def corpus_fingerprint(texts: list[str]) -> str:
+    """SHA-256 hex digest of the texts in order; each is length-prefixed, so no two lists collide."""
+    digest = hashlib.sha256(len(texts).to_bytes(8, "little"))
+    for text in texts:
+        data = text.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()

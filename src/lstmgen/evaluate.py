@@ -1,0 +1,124 @@
+"""Scoring: perplexity, bits per character and OOV rate on any token stream, split or file."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from lstmgen.data import batchify_padded, get_window
+from lstmgen.model import LSTMLM
+
+
+@dataclass
+class Score:
+    """What one evaluation measured."""
+
+    tokens: int  # tokens scored
+    characters: int  # characters of the text those tokens spell
+    nll: float  # total negative log-likelihood, nats
+    unknown: int  # scored tokens that were <unk>
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(min(self.nll / max(self.tokens, 1), 700.0))
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.nll / math.log(2) / max(self.characters, 1)
+
+    @property
+    def oov_rate(self) -> float:
+        return self.unknown / max(self.tokens, 1)
+
+    def as_dict(self, prefix: str = "") -> dict:
+        out = {**asdict(self), "perplexity": self.perplexity, "bits_per_char": self.bits_per_char,
+               "oov_rate": self.oov_rate}
+        return {f"{prefix}{k}": v for k, v in out.items()}
+
+
+def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when asked (``amp`` auto or bf16); a no-op elsewhere."""
+    if device.type == "cuda" and amp in ("auto", "bf16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and amp == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def nll_sums(
+    model: LSTMLM,
+    ids: np.ndarray,
+    *,
+    batch_size: int,
+    seq_len: int,
+    device: torch.device,
+    amp: str = "off",
+) -> tuple[float, int, int]:
+    """Total NLL (nats), tokens scored and <unk> tokens scored over a whole stream.
+
+    The stream is laid into ``batch_size`` padded rows so every token but the first is scored,
+    with the state carried from window to window as in training.
+    """
+    grid = batchify_padded(ids, batch_size)
+    was_training = model.training
+    model.eval()
+    state = None
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
+    unknown = torch.zeros((), dtype=torch.int64, device=device)
+    for index in range(-(-(grid.shape[1] - 1) // seq_len)):
+        inputs, targets = get_window(grid, index, seq_len, device)
+        with autocast_context(device, amp):
+            features, state = model.features(inputs, state)
+            total += model.nll(features, targets, reduction="sum").double()
+        count += (targets >= 0).sum()
+        unknown += (targets == 0).sum()
+    model.train(was_training)
+    return float(total), int(count), int(unknown)
+
+
+def score_ids(
+    model: LSTMLM,
+    ids: np.ndarray,
+    *,
+    characters: int,
+    batch_size: int = 16,
+    seq_len: int = 128,
+    device: Optional[torch.device] = None,
+    amp: str = "off",
+    max_tokens: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Score:
+    """Score a token stream that spells ``characters`` characters.
+
+    Args:
+        max_tokens: score only the first this many tokens (0: all); the character count is
+            scaled by the same share, so bits per character stay comparable.
+        rank, world_size: with several processes, each scores one contiguous shard and the sums
+            are all-reduced, so every rank gets the same Score.
+    """
+    device = device or next(model.parameters()).device
+    if max_tokens and len(ids) > max_tokens:
+        characters = max(1, round(characters * max_tokens / len(ids)))
+        ids = ids[:max_tokens]
+    shard = np.array_split(np.asarray(ids), world_size)[rank] if world_size > 1 else ids
+    nll, tokens, unknown = 0.0, 0, 0
+    if len(shard) >= 2:
+        nll, tokens, unknown = nll_sums(model, shard, batch_size=batch_size, seq_len=seq_len, device=device, amp=amp)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        sums = torch.tensor([nll, tokens, unknown], dtype=torch.float64,
+                            device=device if device.type == "cuda" else "cpu")
+        dist.all_reduce(sums)
+        nll, tokens, unknown = float(sums[0]), int(sums[1]), int(sums[2])
+    # the first token of each shard has no context and is not scored: drop its characters (about 1)
+    lost = round(characters / max(len(ids), 1) * world_size)
+    return Score(tokens=tokens, characters=max(1, characters - lost), nll=nll, unknown=unknown)

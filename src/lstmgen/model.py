@@ -1,0 +1,122 @@
+"""LSTMLM: embedding -> LSTM -> output layer (full softmax, tied to the embedding, or adaptive)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lstmgen.config import ModelConfig
+from lstmgen.data import IGNORE_INDEX
+
+State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, hidden_size)
+
+
+def adaptive_cutoffs(config: ModelConfig, vocab_size: int) -> list[int]:
+    """Cluster edges for the adaptive softmax; ids must be ordered by falling frequency (Vocab does)."""
+    if config.adaptive_cutoffs != "auto":
+        cutoffs = [int(c) for c in config.adaptive_cutoffs.split(",")]
+    else:
+        cutoffs = [c for c in (2000, 10000, 50000) if c < vocab_size - 1]
+        if not cutoffs:
+            cutoffs = [max(1, vocab_size // 4)]
+    return [c for c in cutoffs if 0 < c < vocab_size] or [max(1, vocab_size - 1)]
+
+
+class LSTMLM(nn.Module):
+    """An LSTM language model.
+
+    The seed's model is ``output="full"``: Embedding(V, E) -> LSTM(E, H) -> Linear(H, V).
+    ``output="tied"`` reuses the embedding matrix as the output layer (through a projection
+    Linear(H, E) when H != E), which removes V*H parameters. ``output="adaptive"`` replaces the
+    softmax by an adaptive one (Grave et al. 2017): frequent words get full-size scores, rare ones
+    share smaller clusters, so big word vocabularies train several times faster.
+    """
+
+    def __init__(self, config: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.config = config
+        self.vocab_size = vocab_size
+        self.embedding = nn.Embedding(vocab_size, config.embed_size)
+        self.drop = nn.Dropout(config.dropout)
+        self.lstm = nn.LSTM(
+            config.embed_size,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.projection: Optional[nn.Linear] = None
+        self.decoder: Optional[nn.Linear] = None
+        self.adaptive: Optional[nn.AdaptiveLogSoftmaxWithLoss] = None
+        if config.output == "full":
+            self.decoder = nn.Linear(config.hidden_size, vocab_size)
+        elif config.output == "tied":
+            if config.hidden_size != config.embed_size:
+                self.projection = nn.Linear(config.hidden_size, config.embed_size, bias=False)
+            self.decoder = nn.Linear(config.embed_size, vocab_size)
+            self.decoder.weight = self.embedding.weight
+        else:
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(
+                config.hidden_size, vocab_size, adaptive_cutoffs(config, vocab_size), div_value=4.0
+            )
+        if config.output == "tied":
+            # The tied matrix serves as input and output: a small uniform start keeps early logits tame.
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+
+    def init_state(self, batch_size: int, device: Optional[torch.device] = None) -> State:
+        """Zero (h, c) for ``batch_size`` rows."""
+        device = device or self.embedding.weight.device
+        shape = (self.config.num_layers, batch_size, self.config.hidden_size)
+        return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
+
+    def features(self, inputs: torch.Tensor, state: Optional[State] = None) -> tuple[torch.Tensor, State]:
+        """Run the LSTM.
+
+        Args:
+            inputs: (B, T) token ids.
+            state: (h, c) carried from the previous window, or None for zeros.
+
+        Returns:
+            features (B, T, F) fed to the output layer, and the new state.
+        """
+        x = self.drop(self.embedding(inputs))  # (B, T, E)
+        out, state = self.lstm(x, state)  # (B, T, H)
+        out = self.drop(out)
+        if self.projection is not None:
+            out = self.projection(out)  # (B, T, E)
+        return out, state
+
+    def nll(self, features: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Negative log-likelihood (nats) of ``targets`` (B, T) given ``features`` (B, T, F).
+
+        Targets equal to IGNORE_INDEX are skipped; ``reduction`` is "mean" or "sum" over the rest.
+        """
+        flat = features.reshape(-1, features.shape[-1])
+        flat_targets = targets.reshape(-1)
+        if self.adaptive is None:
+            logits = self.decoder(flat).float()  # (B*T, V)
+            return F.cross_entropy(logits, flat_targets, ignore_index=IGNORE_INDEX, reduction=reduction)
+        keep = flat_targets != IGNORE_INDEX
+        if not bool(keep.all()):
+            flat, flat_targets = flat[keep], flat_targets[keep]
+        loss = self.adaptive(flat.float(), flat_targets).loss  # mean over the kept positions
+        return loss * flat_targets.numel() if reduction == "sum" else loss
+
+    def log_probs(self, features: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities over the vocabulary, (N, V), for features (N, F)."""
+        if self.adaptive is None:
+            return F.log_softmax(self.decoder(features).float(), dim=-1)
+        return self.adaptive.log_prob(features.float())
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, state: Optional[State] = None) -> tuple[torch.Tensor, State]:
+        """Mean NLL of the window and the state to carry: what one training step needs."""
+        features, state = self.features(inputs, state)
+        return self.nll(features, targets), state
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Distinct trainable parameters (a tied matrix counts once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,162 @@
+"""From a corpus path to token-id arrays: read, split, segment (cached), fit, build the vocabulary."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from lstmgen.config import DataConfig, TokenizerConfig
+from lstmgen.corpus import corpus_fingerprint, read_corpus, split_documents
+from lstmgen.data import Segmented, build_segmented, cache_key, default_cache_dir, load_segmented, remap, save_segmented
+from lstmgen.errors import LstmgenError
+from lstmgen.tokenizers import Tokenizer, build_tokenizer
+from lstmgen.vocab import Vocab
+
+logger = logging.getLogger(__name__)
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class PreparedData:
+    """A corpus ready to train on."""
+
+    tokenizer: Tokenizer
+    vocab: Vocab
+    ids: dict[str, np.ndarray]  # split -> int32 vocabulary ids
+    characters: dict[str, int]  # split -> characters of its text
+    fingerprint: str  # content hash of the corpus text
+    documents: list[dict] = field(default_factory=list)  # name, encoding, characters per file
+    seconds: dict[str, float] = field(default_factory=dict)  # time spent reading, segmenting, ...
+
+
+def read_texts(path: Union[str, Path], data: DataConfig) -> list[str]:
+    return [d.text for d in read_corpus(path, advert_pattern=data.advert_pattern, max_advert_line=data.max_advert_line)]
+
+
+def split_corpus(path: Union[str, Path], data: DataConfig) -> tuple[dict[str, list[str]], list[dict]]:
+    """The three splits as lists of document texts, plus a description of each file read."""
+    docs = read_corpus(path, advert_pattern=data.advert_pattern, max_advert_line=data.max_advert_line)
+    described = [{"name": d.name, "encoding": d.encoding, "characters": len(d.text), "dropped_lines": d.dropped_lines}
+                 for d in docs]
+    split = split_documents(
+        [d.text for d in docs],
+        valid_fraction=0.0 if data.valid_path else data.valid_fraction,
+        test_fraction=0.0 if data.test_path else data.test_fraction,
+    )
+    texts = {"train": split.train, "valid": split.valid, "test": split.test}
+    if data.valid_path:
+        texts["valid"] = read_texts(data.valid_path, data)
+    if data.test_path:
+        texts["test"] = read_texts(data.test_path, data)
+    texts = {name: [t for t in docs_ if t] for name, docs_ in texts.items()}
+    if not texts["train"]:
+        raise LstmgenError(f"{path}: nothing left to train on after holding out validation and test text")
+    return texts, described
+
+
+def segmenter_for(config: TokenizerConfig) -> tuple[Tokenizer, dict]:
+    """The tokenizer whose output is cached, and the settings that key the cache.
+
+    Word and hybrid share jieba's segmentation; hybrid then spells rare words out in characters,
+    which is a cheap mapping over the cached word types.
+    """
+    kind = "word" if config.tokenizer in ("word", "hybrid") else config.tokenizer
+    base = build_tokenizer(TokenizerConfig(tokenizer=kind, user_dict=config.user_dict, workers=config.workers))
+    settings = {"segmenter": kind, "backend": getattr(base, "backend", kind), "format": 1}
+    if config.user_dict:
+        settings["user_dict"] = Path(config.user_dict).read_bytes().decode("utf-8", "replace")
+    return base, settings
+
+
+def segment(texts: dict[str, list[str]], config: TokenizerConfig, cache_dir: Optional[Path] = None) -> Segmented:
+    """Segment every split, or load the segmentation cached for this exact text and settings."""
+    base, settings = segmenter_for(config)
+    folder = Path(cache_dir or default_cache_dir()) / "tokens" / cache_key(texts, settings)
+    cached = load_segmented(folder)
+    if cached is not None:
+        logger.info("segmentation: cached (%s)", folder)
+        return cached
+    start = time.perf_counter()
+    pieces = {name: base.tokenize_many(docs, workers=config.workers) for name, docs in texts.items()}
+    seg = build_segmented(pieces)
+    logger.info("segmentation: %d types, %.1fs; cached in %s", len(seg.types), time.perf_counter() - start, folder)
+    try:
+        save_segmented(seg, folder)
+        return load_segmented(folder) or seg
+    except OSError as err:
+        logger.warning("could not write the token cache (%s); going on without it", err)
+        return seg
+
+
+def expand_types(types: list[str], tokenizer: Tokenizer) -> list[list[str]]:
+    """The tokens each cached type becomes: itself, or (hybrid) its characters when it is a rare word."""
+    if tokenizer.kind != "hybrid":
+        return [[t] for t in types]
+    return [[t] if t == "\n" else tokenizer.words_to_tokens([t]) for t in types]
+
+
+def fit_vocab(seg: Segmented, tokenizer: Tokenizer, config: TokenizerConfig) -> tuple[Vocab, list[list[str]]]:
+    """Fit the tokenizer and build the vocabulary from training counts only.
+
+    Returns the vocabulary and, for every cached type, the tokens it becomes.
+    """
+    type_counts = seg.type_counts("train")
+    if tokenizer.kind == "hybrid":
+        tokenizer.fit_counts({t: int(c) for t, c in zip(seg.types, type_counts) if c})
+    expansions = expand_types(seg.types, tokenizer)
+    counts: dict[str, int] = {}
+    for tokens, count in zip(expansions, type_counts):
+        if count:
+            for token in tokens:
+                counts[token] = counts.get(token, 0) + int(count)
+    vocab = Vocab.from_counts(counts, min_freq=config.min_freq, max_size=config.max_vocab,
+                              required=tokenizer.required_tokens())
+    return vocab, expansions
+
+
+def prepare(path: Union[str, Path], data: DataConfig, tok: TokenizerConfig, *,
+            cache_dir: Optional[Path] = None, vocab: Optional[Vocab] = None,
+            tokenizer: Optional[Tokenizer] = None) -> PreparedData:
+    """Read, split, segment and encode a corpus.
+
+    Args:
+        vocab, tokenizer: reuse these (resuming a run) instead of fitting new ones.
+    """
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    texts, described = split_corpus(path, data)
+    seconds["read"] = time.perf_counter() - start
+    start = time.perf_counter()
+    seg = segment(texts, tok, cache_dir)
+    seconds["segment"] = time.perf_counter() - start
+    start = time.perf_counter()
+    if vocab is None or tokenizer is None:
+        tokenizer = build_tokenizer(tok)
+        vocab, expansions = fit_vocab(seg, tokenizer, tok)
+    else:
+        expansions = expand_types(seg.types, tokenizer)
+    table = [[vocab.token_to_id(t) for t in tokens] for tokens in expansions]
+    ids = {name: remap(seg.splits.get(name, np.zeros(0, np.int32)), table) for name in SPLITS}
+    seconds["encode"] = time.perf_counter() - start
+    characters = {name: sum(map(len, texts[name])) + max(len(texts[name]) - 1, 0) for name in SPLITS}
+    fingerprint = corpus_fingerprint([t for name in SPLITS for t in texts[name]])
+    logger.info("vocabulary %d tokens; train %d tokens, valid %d, test %d",
+                len(vocab), len(ids["train"]), len(ids["valid"]), len(ids["test"]))
+    return PreparedData(tokenizer=tokenizer, vocab=vocab, ids=ids, characters=characters,
+                        fingerprint=fingerprint, documents=described, seconds=seconds)
+
+
+def encode_text(texts: list[str], tokenizer: Tokenizer, vocab: Vocab, workers: int = 0) -> np.ndarray:
+    """Encode documents with a trained run's tokenizer and vocabulary (joined by newline tokens)."""
+    pieces = tokenizer.tokenize_many(texts, workers=workers)
+    stream: list[str] = []
+    for i, tokens in enumerate(pieces):
+        if i and tokens:
+            stream.append("\n")
+        stream.extend(tokens)
+    return vocab.encode(stream)

@@ -1,0 +1,433 @@
+"""The training loop: truncated BPTT with the state carried across windows, evaluation, checkpoints.
+
+One call, ``train(corpus, config, out=...)``, does everything and returns the run directory.
+``train(..., resume=True)`` continues a run exactly where its last saved state left it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import torch
+
+from lstmgen import distributed as dist_utils
+from lstmgen.config import RunConfig, TrainConfig, parse_duration
+from lstmgen.data import batchify, get_window, num_windows
+from lstmgen.errors import LstmgenError
+from lstmgen.evaluate import Score, autocast_context, score_ids
+from lstmgen.model import LSTMLM, count_parameters
+from lstmgen.pipeline import PreparedData, prepare
+from lstmgen.runs import (
+    CONFIG, WEIGHTS, RunLock, append_jsonl, load_state, load_weights, read_metrics, save_state, save_weights,
+    write_json, write_run_files, METRICS, _read_json,
+)
+from lstmgen.tokenizers import tokenizer_from_dict
+from lstmgen.vocab import Vocab
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM arrived; a resumable state was saved."""
+
+    def __init__(self, signum: int, run_dir: Path) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+        self.run_dir = run_dir
+
+
+class NonFiniteLoss(LstmgenError):
+    """The loss became NaN or infinite."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA, then Apple's MPS, then the CPU; or exactly what ``name`` says."""
+    if name != "auto":
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise LstmgenError(f"--device {name}: CUDA is not available on this machine")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise LstmgenError(f"--device {name}: MPS is not available on this machine")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda", dist_utils.local_rank())
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def default_run_dir(preset: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{preset}"
+
+
+def lr_factor(progress: float, step: int, config: TrainConfig) -> float:
+    """The learning-rate multiplier after ``step`` steps, ``progress`` in [0, 1] through the run."""
+    if config.warmup_steps and step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = min(max(progress, 0.0), 1.0)
+    floor = config.min_lr_ratio
+    if config.schedule == "cosine":
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    if config.schedule == "linear":
+        return 1 - (1 - floor) * progress
+    return 1.0
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **fused)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **fused)
+    return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated on a GPU, else the process's peak resident set (RSS)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+@dataclass
+class Progress:
+    """What the loop reports to whoever draws the progress bar (the CLI)."""
+
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float
+    tokens_per_s: float
+    elapsed: float
+    seconds_left: Optional[float]
+    lr: float
+    valid: Optional[dict] = None
+
+
+@dataclass
+class _LoopState:
+    step: int = 0
+    elapsed: float = 0.0  # seconds of training so far, across resumes
+    tokens: int = 0
+    best_valid: float = float("inf")
+    backoffs: int = 0
+    grad_norms: list[float] = field(default_factory=list)  # since the last evaluation
+    clipped: int = 0
+    losses: list[float] = field(default_factory=list)  # since the last evaluation
+
+
+class _SignalCatcher:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so a save is never torn."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_SignalCatcher":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._catch)
+        return self
+
+    def _catch(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def train(
+    corpus: Union[str, Path, None],
+    config: Optional[RunConfig] = None,
+    *,
+    out: Union[str, Path, None] = None,
+    resume: bool = False,
+    cache_dir: Optional[Path] = None,
+    progress: Optional[Callable[[Progress], None]] = None,
+) -> Path:
+    """Train a model on ``corpus`` and return its run directory.
+
+    Args:
+        corpus: a .txt file, a folder of them, or a folder with an ``inf.txt`` index.
+            With ``resume`` it may be None: the run remembers its corpus.
+        config: settings; ``build_config("default")`` when None. Ignored with ``resume``.
+        out: the run directory; a dated folder under runs/ when None.
+        resume: continue the run in ``out`` from its saved state.
+        progress: called every few steps with a ``Progress``.
+    """
+    rank, world_size = dist_utils.init_from_env()
+    if resume:
+        if out is None:
+            raise LstmgenError("--resume needs the run directory")
+        run_dir = Path(out)
+        if not (run_dir / CONFIG).is_file():
+            raise LstmgenError(f"{run_dir}: not a run directory to resume (no {CONFIG})")
+        saved = _read_json(run_dir / CONFIG)
+        config = RunConfig.from_dict(saved)
+        corpus = corpus or saved.get("corpus")
+    else:
+        if config is None:
+            from lstmgen.config import build_config
+
+            config = build_config("default")
+        run_dir = Path(out) if out is not None else default_run_dir(config.preset)
+        if (run_dir / CONFIG).exists():
+            raise LstmgenError(f"{run_dir}: already holds a run; continue it with --resume or choose another --out")
+    if corpus is None:
+        raise LstmgenError("no corpus given")
+    tc = config.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device = pick_device(tc.device)
+    lock = RunLock(run_dir) if rank == 0 else None
+    if lock is not None:
+        lock.__enter__()
+    try:
+        return _train(Path(corpus), config, run_dir, device, resume, cache_dir, progress, rank, world_size)
+    finally:
+        if lock is not None:
+            lock.__exit__()
+
+
+def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device, resume: bool,
+           cache_dir: Optional[Path], progress: Optional[Callable[[Progress], None]],
+           rank: int, world_size: int) -> Path:
+    tc = config.train
+    started = time.perf_counter()
+    state = load_state(run_dir) if resume else None
+    if resume and state is None:
+        raise LstmgenError(f"{run_dir}: has no saved state to resume from (state/ is missing)")
+    if resume:
+        saved_tokenizer = tokenizer_from_dict(_read_json(run_dir / "tokenizer.json"))
+        saved_vocab = Vocab.from_dict(_read_json(run_dir / "vocab.json"))
+        data = prepare(corpus, config.data, config.tokenizer, cache_dir=cache_dir,
+                       vocab=saved_vocab, tokenizer=saved_tokenizer)
+        fingerprint = _read_json(run_dir / CONFIG).get("corpus_fingerprint")
+        if fingerprint and fingerprint != data.fingerprint:
+            raise LstmgenError(f"{corpus}: is not the corpus this run was trained on (its text changed)")
+        if int(state.get("world_size", 1)) != world_size:
+            raise LstmgenError(f"{run_dir}: was trained on {int(state['world_size'])} processes; "
+                               f"resume it with the same number (now {world_size})")
+    else:
+        data = prepare(corpus, config.data, config.tokenizer, cache_dir=cache_dir)
+    try:
+        grid = batchify(data.ids["train"], tc.batch_size, rank=rank, world_size=world_size)
+    except ValueError:
+        raise LstmgenError(f"{corpus}: the training split ({len(data.ids['train'])} tokens) is too small for one "
+                           f"batch of {tc.batch_size * world_size} rows; use a smaller --batch-size or more text")
+    windows = num_windows(grid, tc.seq_len)
+    total_steps = max(1, int(round(tc.epochs * windows)))
+    budget = parse_duration(tc.time_budget) if tc.time_budget else None
+
+    torch.manual_seed(tc.seed)
+    model = LSTMLM(config.model, len(data.vocab)).to(device)
+    optimizer = make_optimizer(model, tc, device)
+    wrapped = dist_utils.wrap(model, device) if world_size > 1 else model
+    loop = _LoopState()
+    hidden = None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        loop.step, loop.elapsed, loop.tokens = int(state["step"]), float(state["elapsed"]), int(state["tokens"])
+        loop.best_valid, loop.backoffs = float(state["best_valid"]), int(state["backoffs"])
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        if "hidden" in state:
+            hidden = (state["hidden"][0].to(device), state["hidden"][1].to(device))
+        _truncate_metrics(run_dir, loop.step)
+        logger.info("resuming %s at step %d of %d", run_dir, loop.step, total_steps)
+    elif rank == 0:
+        extra = {"corpus": str(Path(corpus).resolve()), "corpus_fingerprint": data.fingerprint,
+                 "documents": data.documents, "vocab_size": len(data.vocab),
+                 "parameters": count_parameters(model), "world_size": world_size,
+                 "split_tokens": {k: int(len(v)) for k, v in data.ids.items()},
+                 "split_characters": data.characters}
+        write_run_files(run_dir, config, data.tokenizer, data.vocab, extra)
+    logger.info("model: %s parameters on %s; %d steps of %d x %d tokens per epoch",
+                f"{count_parameters(model):,}", device, windows, tc.batch_size * world_size, tc.seq_len)
+    logger.info("data ready in %.1fs (%s)", time.perf_counter() - started,
+                ", ".join(f"{k} {v:.1f}s" for k, v in data.seconds.items()))
+
+    def evaluate_valid() -> Optional[Score]:
+        if len(data.ids["valid"]) < 2:
+            return None
+        return score_ids(
+            model, data.ids["valid"], characters=data.characters["valid"], batch_size=max(tc.batch_size, 16),
+            seq_len=max(tc.seq_len, 64), device=device, amp=tc.amp, max_tokens=tc.eval_tokens,
+            rank=rank, world_size=world_size)
+
+    def checkpoint() -> None:
+        if rank != 0:
+            return
+        save_state(run_dir, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": loop.step,
+            "elapsed": loop.elapsed, "tokens": loop.tokens, "best_valid": loop.best_valid,
+            "backoffs": loop.backoffs, "rng_cpu": torch.get_rng_state(), "world_size": world_size,
+            **({"rng_cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+            **({"hidden": (hidden[0].detach().cpu(), hidden[1].detach().cpu())} if hidden is not None else {}),
+        })
+
+    def record_eval(epoch: float) -> Optional[Score]:
+        score = evaluate_valid()
+        norms = np.array(loop.grad_norms) if loop.grad_norms else np.zeros(1)
+        record: dict[str, Any] = {
+            "step": loop.step, "epoch": round(epoch, 4), "tokens": loop.tokens, "seconds": round(loop.elapsed, 2),
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": float(np.mean(loop.losses)) if loop.losses else None,
+            "grad_norm_median": float(np.median(norms)), "grad_norm_p95": float(np.percentile(norms, 95)),
+            "clip_fraction": loop.clipped / max(len(loop.grad_norms), 1),
+            "peak_memory_mb": round(peak_memory_mb(device), 1),
+        }
+        if record["train_loss"] is not None:
+            record["train_perplexity"] = math.exp(min(record["train_loss"], 700))
+        if score is not None:
+            record.update(score.as_dict("valid_"))
+        if rank == 0:
+            append_jsonl(run_dir / METRICS, record)
+            improved = score is None or score.nll < loop.best_valid
+            if score is not None and improved:
+                loop.best_valid = score.nll
+            if improved:
+                save_weights(model, run_dir / WEIGHTS)
+        loop.grad_norms, loop.losses, loop.clipped = [], [], 0
+        if score is not None:
+            logger.info("step %d epoch %.2f: valid perplexity %.2f, %.3f bits/char", loop.step, epoch,
+                        score.perplexity, score.bits_per_char)
+        return score
+
+    last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    log_every = 10
+    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+    window_tokens = tc.batch_size * tc.seq_len * world_size
+    with _SignalCatcher() as signals:
+        wrapped.train()
+        tick = time.perf_counter()
+        while loop.step < total_steps:
+            if budget is not None and loop.elapsed >= budget:
+                logger.info("time budget of %s reached at step %d", tc.time_budget, loop.step)
+                break
+            window = loop.step % windows
+            if window == 0:
+                hidden = None  # a new pass over the data starts from a zero state
+            inputs, targets = get_window(grid, window, tc.seq_len, device)
+            progress_fraction = loop.step / total_steps
+            if budget is not None:
+                progress_fraction = max(progress_fraction, loop.elapsed / budget)
+            lr = tc.lr * lr_factor(progress_fraction, loop.step, tc) * (0.5 ** loop.backoffs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if hidden is not None:  # truncated BPTT: keep the values, cut the graph at the window edge
+                hidden = (hidden[0].detach(), hidden[1].detach())
+            with autocast_context(device, tc.amp):
+                loss, hidden = wrapped(inputs, targets, hidden)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip if tc.clip > 0 else float("inf"))
+            optimizer.step()
+            loop.step += 1
+            loop.tokens += window_tokens
+            pending.append((loss.detach(), norm.detach()))
+            end_of_epoch = loop.step % windows == 0 or loop.step == total_steps
+            due_eval = end_of_epoch or (tc.eval_every and loop.step % tc.eval_every == 0)
+            save_due = tc.save_every and loop.step % tc.save_every == 0
+            if len(pending) >= log_every or due_eval or save_due or signals.signum is not None:
+                values = torch.stack([torch.stack(p) for p in pending]).float().cpu().numpy()  # one host sync
+                pending = []
+                if not np.isfinite(values[:, 0]).all():
+                    _handle_nan(model, optimizer, loop, last_good, tc, run_dir, rank)
+                    hidden = None
+                    continue
+                loop.losses.extend(values[:, 0].tolist())
+                loop.grad_norms.extend(values[:, 1].tolist())
+                if tc.clip > 0:
+                    loop.clipped += int((values[:, 1] > tc.clip).sum())
+                now = time.perf_counter()
+                loop.elapsed += now - tick
+                tick = now
+                if progress is not None and rank == 0:
+                    rate = loop.tokens / max(loop.elapsed, 1e-9)
+                    left = (total_steps - loop.step) * window_tokens / max(rate, 1e-9)
+                    if budget is not None:
+                        left = min(left, max(budget - loop.elapsed, 0.0))
+                    progress(Progress(step=loop.step, total_steps=total_steps, epoch=loop.step / windows,
+                                      loss=float(values[-1, 0]), tokens_per_s=rate, elapsed=loop.elapsed,
+                                      seconds_left=left, lr=lr))
+            if due_eval:
+                record_eval(loop.step / windows)
+                last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                loop.elapsed += time.perf_counter() - tick
+                tick = time.perf_counter()
+            if due_eval or save_due:
+                checkpoint()
+            if signals.signum is not None:
+                checkpoint()
+                raise TrainingInterrupted(signals.signum, run_dir)
+        loop.elapsed += time.perf_counter() - tick
+    # a time budget may stop between evaluations: score what was learned since the last one
+    last = read_metrics(run_dir)[-1:] if rank == 0 else []
+    if not last or last[0].get("step") != loop.step:
+        record_eval(loop.step / windows)
+    checkpoint()
+    _final_test(model, data, run_dir, device, tc, rank, world_size, loop)
+    return run_dir
+
+
+def _handle_nan(model: LSTMLM, optimizer: torch.optim.Optimizer, loop: _LoopState,
+                last_good: dict, tc: TrainConfig, run_dir: Path, rank: int) -> None:
+    """Stop with a clear message, or (nan_policy=backoff, once) restore the last good weights and halve lr."""
+    if tc.nan_policy == "backoff" and loop.backoffs == 0:
+        loop.backoffs += 1
+        model.load_state_dict(last_good)
+        optimizer.state.clear()  # Adam's moments may hold the NaN too
+        logger.warning("non-finite loss at step %d: back to the last good weights, learning rate halved", loop.step)
+        return
+    raise NonFiniteLoss(f"the loss became NaN or infinite at step {loop.step}; the last good weights are in "
+                        f"{run_dir / WEIGHTS}. Try a lower --lr, a --clip, or --nan-policy backoff")
+
+
+def _final_test(model: LSTMLM, data: PreparedData, run_dir: Path, device: torch.device, tc: TrainConfig,
+                rank: int, world_size: int, loop: _LoopState) -> None:
+    """Score the best weights on the test split and record it as the run's result."""
+    if (run_dir / WEIGHTS).exists():
+        load_weights(model, run_dir / WEIGHTS)
+    record: dict[str, Any] = {"split": "test", "step": loop.step, "tokens": loop.tokens,
+                              "seconds": round(loop.elapsed, 2), "peak_memory_mb": round(peak_memory_mb(device), 1),
+                              "tokens_per_s": loop.tokens / max(loop.elapsed, 1e-9)}
+    if len(data.ids["test"]) >= 2:
+        score = score_ids(model, data.ids["test"], characters=data.characters["test"],
+                                         batch_size=max(tc.batch_size, 16), seq_len=max(tc.seq_len, 64),
+                                         device=device, amp=tc.amp, rank=rank, world_size=world_size)
+        record.update(score.as_dict("test_"))
+        logger.info("test: perplexity %.2f, %.3f bits/char, OOV %.2f%%", score.perplexity, score.bits_per_char,
+                    100 * score.oov_rate)
+    if rank == 0:
+        append_jsonl(run_dir / METRICS, record)
+
+
+def _truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop records written after the saved state: the resumed run writes them again."""
+    records = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step and r.get("split") != "test"]
+    from lstmgen.runs import atomic_write
+    import json
+
+    atomic_write(run_dir / METRICS, lambda p: p.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"))

@@ -1,0 +1,105 @@
+"""The command line end to end, driven through main([...]) as a user would."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lstmgen.cli import main
+from lstmgen.runs import load_run, read_metrics
+
+TINY = ["--preset", "tiny", "--epochs", "2", "--seed", "3"]
+
+
+@pytest.fixture
+def trained(tiny_corpus: Path, tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_corpus), "--out", str(run), *TINY]) == 0
+    return run
+
+
+def test_train_writes_a_self_describing_run_directory(trained: Path):
+    for name in ("config.json", "tokenizer.json", "vocab.json", "model.safetensors", "metrics.jsonl",
+                 "state/checkpoint.pt"):
+        assert (trained / name).is_file(), name
+    config = json.loads((trained / "config.json").read_text(encoding="utf-8"))
+    assert config["train"]["seq_len"] == 16 and config["train"]["epochs"] == 2.0  # preset + flag
+    assert {d["encoding"] for d in config["documents"]} == {"utf-8", "gb18030"}
+    records = read_metrics(trained)
+    valid = [r for r in records if "valid_bits_per_char" in r]
+    assert len(valid) >= 2  # at least once per epoch
+    assert valid[-1]["valid_perplexity"] < valid[0]["valid_perplexity"] or valid[-1]["valid_perplexity"] < 30
+    test = records[-1]
+    assert test["split"] == "test" and test["test_bits_per_char"] > 0 and test["test_oov_rate"] == 0
+
+
+def test_the_advert_line_never_reaches_the_model(trained: Path):
+    vocab = json.loads((trained / "vocab.json").read_text(encoding="utf-8"))
+    tokens = set(vocab["tokens"])
+    assert "w" not in tokens and "载" not in tokens and "\u3000" not in tokens and "\r" not in tokens
+
+
+def test_eval_reports_perplexity_bits_per_char_and_oov(trained: Path, tiny_corpus: Path, capsys):
+    assert main(["eval", str(trained), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    test = read_metrics(trained)[-1]
+    assert result["perplexity"] == pytest.approx(test["test_perplexity"], rel=1e-4)
+    assert main(["eval", str(trained), str(tiny_corpus / "射雕.txt")]) == 0
+    out = capsys.readouterr().out
+    assert "bits per char" in out and "OOV rate" in out
+
+
+def test_generate_streams_writes_the_file_and_is_reproducible(trained: Path, tmp_path: Path, capsys):
+    out = tmp_path / "sample.txt"
+    args = ["generate", str(trained), "--prompt", "郭靖", "--length", "50", "--seed", "1", "--output", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out.strip()
+    text = out.read_text(encoding="utf-8").strip()
+    assert printed == text and text.startswith("郭靖")
+    assert len(text) == len("郭靖") + 50  # --length counts characters
+    assert "<unk>" not in text and " " not in text  # Chinese is joined without spaces
+    assert main(args) == 0
+    assert out.read_text(encoding="utf-8").strip() == text
+
+
+def test_generate_several_samples_in_one_batch(trained: Path, capsys):
+    assert main(["generate", str(trained), "--num-samples", "3", "--length", "20", "--seed", "2",
+                 "--prompt", "黄蓉", "--prompt", "杨过"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("--- sample") == 6
+
+
+def test_resume_continues_a_finished_run_without_retraining(trained: Path):
+    before = (trained / "model.safetensors").read_bytes()
+    assert main(["train", "--resume", str(trained)]) == 0
+    assert (trained / "model.safetensors").read_bytes() == before
+
+
+def test_save_then_load_gives_identical_logits(trained: Path):
+    a, b = load_run(trained), load_run(trained)
+    x = torch.randint(0, len(a.vocab), (2, 7))
+    fa, _ = a.model.features(x)
+    fb, _ = b.model.features(x)
+    assert torch.equal(a.model.log_probs(fa[:, -1]), b.model.log_probs(fb[:, -1]))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "/no/such/folder"], "/no/such/folder"),
+    (["eval", "/no/such/run"], "no such run directory"),
+    (["train", "{corpus}", "--seq-len", "0"], "--seq-len"),
+    (["train", "{corpus}", "--tokenizer", "bpe"], "--tokenizer"),
+    (["generate", "{corpus}"], "not a complete lstmgen run"),
+])
+def test_user_errors_end_with_one_clear_line_and_exit_code_2(args, message, tiny_corpus, capsys):
+    code = main([a.replace("{corpus}", str(tiny_corpus)) for a in args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1
+
+
+def test_bad_sampling_options_are_refused(trained: Path, capsys):
+    for extra in (["--length", "0"], ["--temperature", "-1"], ["--top-p", "1.5"], ["--prompt", "   "]):
+        assert main(["generate", str(trained), *extra]) == 2, extra
+        assert "error" in capsys.readouterr().err

@@ -1,0 +1,51 @@
+import torch
+
+from lstmgen.config import ModelConfig, build_config
+from lstmgen.model import LSTMLM, count_parameters
+
+
+def test_seed_preset_builds_exactly_the_seeds_architecture():
+    config = build_config("seed")
+    model = LSTMLM(config.model, 5000)
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    assert shapes == {
+        "embedding.weight": (5000, 128),
+        "lstm.weight_ih_l0": (4 * 1024, 128), "lstm.weight_hh_l0": (4 * 1024, 1024),
+        "lstm.bias_ih_l0": (4 * 1024,), "lstm.bias_hh_l0": (4 * 1024,),
+        "decoder.weight": (5000, 1024), "decoder.bias": (5000,),
+    }
+    assert model.lstm.batch_first and model.lstm.num_layers == 1 and config.model.dropout == 0
+    t = config.train
+    assert (t.batch_size, t.seq_len, t.lr, t.clip, t.epochs, t.optimizer) == (20, 30, 0.002, 0.5, 5.0, "adam")
+    assert config.tokenizer.tokenizer == "word"
+
+
+def test_tied_output_shares_the_embedding_through_a_projection():
+    model = LSTMLM(ModelConfig(embed_size=8, hidden_size=16, output="tied"), 50)
+    assert model.decoder.weight is model.embedding.weight
+    assert model.projection.weight.shape == (8, 16)
+    full = LSTMLM(ModelConfig(embed_size=8, hidden_size=16, output="full"), 50)
+    assert count_parameters(model) < count_parameters(full)
+
+
+def test_every_output_kind_gives_normalised_log_probs_and_a_matching_loss():
+    torch.manual_seed(0)
+    x = torch.randint(0, 300, (2, 5))
+    for output in ("full", "tied", "adaptive"):
+        model = LSTMLM(ModelConfig(embed_size=8, hidden_size=16, output=output, adaptive_cutoffs="50,150"), 300)
+        features, _ = model.features(x)
+        logp = model.log_probs(features.reshape(-1, features.shape[-1]))
+        assert torch.allclose(logp.exp().sum(-1), torch.ones(10), atol=1e-4)
+        y = torch.randint(0, 300, (2, 5))
+        picked = -logp.gather(1, y.reshape(-1, 1)).mean()
+        assert torch.allclose(model.nll(features, y), picked, atol=1e-4), output
+
+
+def test_state_carries_across_windows_like_one_long_window():
+    torch.manual_seed(0)
+    model = LSTMLM(ModelConfig(embed_size=8, hidden_size=16), 30)
+    x = torch.randint(0, 30, (3, 10))
+    whole, _ = model.features(x)
+    first, state = model.features(x[:, :4])
+    second, _ = model.features(x[:, 4:], state)
+    assert torch.allclose(torch.cat([first, second], 1), whole, atol=1e-6)
