@@ -1,8 +1,20 @@
-"""Writing with a trained model: prompts, sampling controls, stopping rules, streaming."""
+"""Writing with a trained model: prompts, sampling controls, stopping rules, streaming.
+
+Each step turns the model's log-probabilities for every row of the batch into one token:
+
+    log-probs (B, V) -> <unk> banned -> repetition penalty -> no-repeat n-gram bans
+        -> acrostic line starts -> temperature, top-k, top-p -> sample -> forced line breaks
+        -> text, stopping rules
+
+Rows never share state: each keeps its own history, n-gram index and stopping state, so several
+prompts and samples run as one batch. Stopping never changes what is drawn, only where the text ends:
+with the same seed, a stopped text is a prefix of the text written on without the stopping rule.
+"""
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -13,13 +25,15 @@ from lstmgen.model import LSTMLM
 from lstmgen.tokenizers import Tokenizer
 from lstmgen.vocab import Vocab
 
-SENTENCE_ENDS = set("。！？!?…；;.」』”")
+END_MARKS = set("。！？!?….")  # a token ending in one of these ends a sentence
+CLOSING_MARKS = set("」』”’）)》\"'")  # ...and these may follow it and still belong to it
 STOP_AT = ("none", "sentence", "paragraph")
+SENTENCE_ENDS = END_MARKS | CLOSING_MARKS  # every character that may end a sentence-stopped text
 
 
 @dataclass
 class GenerateConfig:
-    length: int = 300  # characters to write after the prompt
+    length: int = 300  # characters to write after the prompt (with acrostic: shared among the lines)
     temperature: float = 0.8  # <1 safer, >1 wilder; 0 always takes the likeliest token (greedy)
     top_k: int = 40  # sample among the k likeliest tokens (0: all)
     top_p: float = 0.95  # ...and among the fewest whose probabilities sum to p (1: all)
@@ -31,15 +45,15 @@ class GenerateConfig:
     acrostic: Optional[str] = None  # poems: line i begins with character i of this text
 
     def __post_init__(self) -> None:
-        if self.length <= 0 and not self.acrostic:
+        if self.length <= 0:
             raise LstmgenError("--length must be a positive number of characters")
-        if self.temperature < 0:
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise LstmgenError("--temperature must be 0 (greedy) or positive")
         if self.top_k < 0:
             raise LstmgenError("--top-k must be 0 (off) or positive")
-        if not 0 < self.top_p <= 1:
+        if not 0 < self.top_p <= 1:  # also false for NaN
             raise LstmgenError("--top-p must be in (0, 1]")
-        if self.repetition_penalty < 1:
+        if not (math.isfinite(self.repetition_penalty) and self.repetition_penalty >= 1):
             raise LstmgenError("--repetition-penalty must be at least 1 (1: off)")
         if self.no_repeat_ngram < 0:
             raise LstmgenError("--no-repeat-ngram must be 0 (off) or positive")
@@ -47,6 +61,12 @@ class GenerateConfig:
             raise LstmgenError(f"--stop-at must be one of {', '.join(STOP_AT)}")
         if self.num_samples < 1:
             raise LstmgenError("--num-samples must be at least 1")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise LstmgenError("--seed must be between 0 and 2**63 - 1")
+        if self.acrostic is not None:
+            self.acrostic = "".join(self.acrostic.split())  # a line cannot begin with a space or a line break
+            if not self.acrostic:
+                raise LstmgenError("--acrostic needs at least one character")
 
 
 def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -74,21 +94,39 @@ def sample_next(log_probs: torch.Tensor, *, temperature: float, top_k: int, top_
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+class _NgramIndex:
+    """The n-grams a row has written, indexed by their first n-1 tokens: O(1) bans per step."""
+
+    def __init__(self, n: int, history: Sequence[int] = ()) -> None:
+        self.n = n
+        self.next_tokens: dict[tuple[int, ...], set[int]] = {}
+        for end in range(n, len(history) + 1):
+            self.add(history[:end])
+
+    def add(self, history: Sequence[int]) -> None:
+        """Record the n-gram that ends ``history`` (call after each token)."""
+        if self.n > 0 and len(history) >= self.n:
+            gram = tuple(history[len(history) - self.n:])
+            self.next_tokens.setdefault(gram[:-1], set()).add(gram[-1])
+
+    def banned(self, history: Sequence[int]) -> set[int]:
+        """Tokens that would complete an n-gram already in the index."""
+        if self.n <= 0 or len(history) < self.n - 1:
+            return set()
+        return self.next_tokens.get(tuple(history[len(history) - self.n + 1:]), set())
+
+
 def _banned_by_ngrams(history: list[int], n: int) -> set[int]:
     """Tokens that would complete an n-gram already present in ``history``."""
-    if n <= 0 or len(history) < n:
-        return set()
-    prefix = tuple(history[len(history) - n + 1:]) if n > 1 else ()
-    return {history[i + n - 1] for i in range(len(history) - n + 1) if tuple(history[i:i + n - 1]) == prefix}
+    return set(_NgramIndex(n, history).banned(history))
 
 
 class _Writer:
-    """Turns tokens into text for one row, counting characters written."""
+    """Turns tokens into text for one row."""
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.joiner = tokenizer.joiner
         self.pieces: list[str] = []
-        self.generated = 0  # characters written after the prompt
         self.at_line_start = True
 
     def piece_for(self, token: str) -> str:
@@ -99,13 +137,45 @@ class _Writer:
     def add(self, token: str) -> str:
         piece = self.piece_for(token)
         self.pieces.append(piece)
-        self.generated += len(piece)
         self.at_line_start = token == "\n"
+        return piece
+
+    def cut(self, excess: int) -> str:
+        """Drop the last ``excess`` characters of the last piece; returns what is left of it."""
+        piece = self.pieces[-1][: len(self.pieces[-1]) - excess]
+        self.pieces[-1] = piece
         return piece
 
     @property
     def text(self) -> str:
         return "".join(self.pieces)
+
+
+def _is_sentence_tail(token: str) -> bool:
+    """True for tokens made only of sentence-end and closing marks (。 ” ！？ ……)."""
+    return bool(token) and all(ch in SENTENCE_ENDS for ch in token)
+
+
+class _Row:
+    """One text being written: its history, its bans and where it stands against the stopping rules.
+
+    A text is written in segments: the whole text, or with an acrostic each line. A segment has a
+    budget of characters; past it, ``stop_at`` decides where the segment ends, and a hard limit
+    (half the budget again plus 100) ends it even when no such end comes.
+    """
+
+    def __init__(self, prompt_ids: list[int], writer: _Writer, *, budget: int, no_repeat_ngram: int) -> None:
+        self.history = list(prompt_ids)
+        self.writer = writer
+        self.ngrams = _NgramIndex(no_repeat_ngram, self.history)
+        self.budget = budget
+        self.hard_limit = budget + budget // 2 + 100
+        self.segment_chars = 0  # characters written in the current segment
+        self.closing = False  # past the budget, after a sentence end: only closing marks may follow
+        self.heads_written = 0  # acrostic lines begun so far
+        self.line_tokens = 0  # tokens in the current line
+        self.newline_next = False  # the next token must be a line break (after a title, or a line at its budget)
+        self.done = False
 
 
 def encode_prompt(prompt: str, tokenizer: Tokenizer, vocab: Vocab) -> list[int]:
@@ -115,6 +185,84 @@ def encode_prompt(prompt: str, tokenizer: Tokenizer, vocab: Vocab) -> list[int]:
     tokens = tokenizer.tokenize(prompt.strip()) if prompt else []
     ids = [vocab.token_to_id("\n")] + [vocab.token_to_id(t) for t in tokens]
     return ids
+
+
+def acrostic_heads(acrostic: Optional[str], vocab: Vocab) -> Optional[torch.Tensor]:
+    """(H, V) bool: for each acrostic character, the tokens that begin with it (None without acrostic).
+
+    With characters as tokens that is the character itself; with words, any word that begins with
+    it may open the line (江 -> 江, 江湖, 江南 ...). An error names the characters no token begins with.
+    """
+    if not acrostic:
+        return None
+    by_first: dict[str, list[int]] = {}
+    for idx, token in enumerate(vocab.tokens):
+        if idx != vocab.unk_id and token and token != "\n":
+            by_first.setdefault(token[0], []).append(idx)
+    missing = "".join(c for c in acrostic if c not in by_first)
+    if missing:
+        raise LstmgenError(f"--acrostic: the model never saw a token beginning with {missing!r} in training")
+    heads = torch.zeros(len(acrostic), len(vocab), dtype=torch.bool)
+    for line, char in enumerate(acrostic):
+        heads[line, by_first[char]] = True
+    return heads
+
+
+def check_request(prompts: Sequence[str], config: GenerateConfig, tokenizer: Tokenizer, vocab: Vocab) -> None:
+    """Raise LstmgenError for what ``generate`` would refuse, before any text is written (for servers)."""
+    if not prompts:
+        raise LstmgenError("give at least one prompt (\"\" starts at a paragraph)")
+    for prompt in prompts:
+        encode_prompt(prompt, tokenizer, vocab)
+    acrostic_heads(config.acrostic, vocab)
+
+
+def _segment_end(row: _Row, token: str, *, stop_at: str, acrostic: bool) -> Optional[str]:
+    """Whether ``token`` ends the row's current segment: None (it does not), "after" (write it, then
+    end) or "instead" (end before it: the token is left out)."""
+    if token == "\n" and (acrostic or (stop_at != "none" and row.segment_chars >= row.budget)):
+        return "instead"
+    if row.closing:  # a sentence ended past the budget: closing quotes and more marks may follow
+        return None if _is_sentence_tail(token) and row.segment_chars < row.hard_limit else "instead"
+    chars = row.segment_chars + len(row.writer.piece_for(token))
+    if (stop_at == "none" and chars >= row.budget) or chars >= row.hard_limit:
+        return "after"
+    return None
+
+
+def _write(row: _Row, token_id: int, token: str, seen: torch.Tensor) -> str:
+    """Append one token to the row's text and history; returns the text written."""
+    piece = row.writer.add(token)
+    row.segment_chars += len(piece)
+    row.line_tokens = 0 if token == "\n" else row.line_tokens + 1
+    row.history.append(token_id)
+    row.ngrams.add(row.history)
+    seen[token_id] = True
+    return piece
+
+
+# Below this many multiply-adds per step (about parameters x rows), a CPU step is a few small matrix
+# products: splitting each over several threads costs more in handing work out than it saves, and on a
+# busy machine the waiting threads make it up to twenty times slower (measured: 21 ms/step with two
+# threads vs 1 ms/step with one, hidden 256, while other jobs ran).
+SINGLE_THREAD_BELOW = 20_000_000
+
+
+class _Threads:
+    """Run the block with ``count`` CPU threads, then restore the previous count."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.saved = 0
+
+    def __enter__(self) -> None:
+        self.saved = torch.get_num_threads()
+        if self.count and self.count != self.saved:
+            torch.set_num_threads(self.count)
+
+    def __exit__(self, *exc: object) -> None:
+        if torch.get_num_threads() != self.saved:
+            torch.set_num_threads(self.saved)
 
 
 @torch.no_grad()
@@ -130,29 +278,38 @@ def generate(
     """Continue each prompt ``config.num_samples`` times, all rows as one batch.
 
     Args:
-        prompts: texts to continue; "" starts at a paragraph.
-        on_text: called with (row, new text) as it is written: streaming.
+        prompts: texts to continue; "" starts at a paragraph. With an acrostic, a prompt is the
+            title line and the acrostic lines follow it.
+        on_text: called with (row, new text) as it is written: streaming. It may raise to stop
+            generating (a server does when its client goes away); the exception propagates.
 
     Returns:
         one text per row (prompt i's samples are rows i*num_samples ... ), each the prompt
-        followed by ``length`` characters (more with ``stop_at``).
+        followed by ``length`` characters (more with ``stop_at``; with an acrostic, one line
+        per acrostic character, each of about ``length / len(acrostic)`` characters at most).
     """
     config = config or GenerateConfig()
+    check_request(prompts, config, tokenizer, vocab)
     device = next(model.parameters()).device
+    work = sum(p.numel() for p in model.parameters()) * len(prompts) * config.num_samples
+    with _Threads(1 if device.type == "cpu" and work < SINGLE_THREAD_BELOW else 0):
+        return _generate(model, tokenizer, vocab, prompts, config, device, on_text)
+
+
+def _generate(model: LSTMLM, tokenizer: Tokenizer, vocab: Vocab, prompts: Sequence[str], config: GenerateConfig,
+              device: torch.device, on_text: Optional[Callable[[int, str], None]]) -> list[str]:
     model.eval()
     generator = torch.Generator()
-    generator.manual_seed(config.seed if config.seed is not None else torch.seed())
+    # a fresh seed from the OS, not torch.seed(): that would reseed the global RNG as a side effect
+    generator.manual_seed(config.seed if config.seed is not None else random.SystemRandom().randrange(2**63))
     unk = vocab.unk_id
     newline = vocab.token_to_id("\n")
-    acrostic = list(config.acrostic or "")
-    acrostic_ids = [vocab.token_to_id(c) for c in acrostic]
-    if any(i == unk for i in acrostic_ids):
-        missing = "".join(c for c, i in zip(acrostic, acrostic_ids) if i == unk)
-        raise LstmgenError(f"--acrostic: the model never saw {missing!r} in training")
+    heads = acrostic_heads(config.acrostic, vocab)  # (H, V) or None
+    lines = len(heads) if heads is not None else 0
+    budget = max(config.length // lines, 1) if lines else config.length
+    penalty = math.log(config.repetition_penalty)  # dividing a probability by p subtracts log p
 
-    rows = [(p, s) for p in prompts for s in range(config.num_samples)]
-    writers = [_Writer(tokenizer) for _ in rows]
-    histories: list[list[int]] = []
+    rows: list[_Row] = []
     states = []
     last_logp = []
     for prompt in prompts:  # prompts differ in length: run each once, then batch the samples
@@ -160,68 +317,73 @@ def generate(
         features, (h, c) = model.features(torch.tensor([ids], device=device))
         logp = model.log_probs(features[:, -1])  # (1, V)
         for _ in range(config.num_samples):
+            writer = _Writer(tokenizer)
+            if prompt:
+                writer.pieces.append(prompt.strip())
+                writer.at_line_start = False
+            row = _Row(ids[1:], writer, budget=budget, no_repeat_ngram=config.no_repeat_ngram)
+            row.newline_next = bool(lines and prompt)  # the prompt is the title line
+            rows.append(row)
             states.append((h, c))
             last_logp.append(logp)
-            histories.append(list(ids[1:]))
     h = torch.cat([s[0] for s in states], dim=1)
     c = torch.cat([s[1] for s in states], dim=1)
     logp = torch.cat(last_logp, dim=0).float().cpu()  # (B, V)
-    for row, (prompt, _) in enumerate(rows):
-        if prompt:
-            writers[row].pieces.append(prompt.strip())
-            writers[row].at_line_start = False
+    seen = torch.zeros(logp.shape, dtype=torch.bool)  # (B, V): tokens each row has written or was prompted with
+    for i, row in enumerate(rows):
+        seen[i, row.history] = True
 
-    lines_started = [0] * len(rows)
-    done = [False] * len(rows)
-    limit = config.length if not acrostic else 10**9
-    hard_limit = int(limit * 1.5) + 200 if config.stop_at != "none" else limit
-    while not all(done):
+    while True:
         logp[:, unk] = -math.inf
-        for row in range(len(rows)):
-            history = histories[row]
-            if config.repetition_penalty > 1 and history:
-                logp[row, list(set(history))] -= math.log(config.repetition_penalty)
-            if config.no_repeat_ngram:
-                banned = _banned_by_ngrams(history, config.no_repeat_ngram)
-                if banned:
-                    logp[row, list(banned)] = -math.inf
+        if penalty:
+            logp -= penalty * seen
+        for i, row in enumerate(rows):
+            if lines and not row.newline_next and row.writer.at_line_start and row.heads_written < lines:
+                logp[i].masked_fill_(~heads[row.heads_written], -math.inf)  # the line begins as the acrostic says
+            elif lines and row.line_tokens < 2:
+                logp[i, newline] = -math.inf  # an acrostic line holds more than its first token
+            banned = row.ngrams.banned(row.history) if config.no_repeat_ngram else ()
+            if banned:
+                kept = logp[i].clone()
+                kept[list(banned)] = -math.inf
+                if not torch.isinf(kept).all():  # when every token is banned, a repeat beats no text
+                    logp[i] = kept
         next_ids = sample_next(logp, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
                                generator=generator)
-        for row in range(len(rows)):
-            if done[row]:
+        for i, row in enumerate(rows):
+            if row.done:
                 continue
-            writer = writers[row]
-            if acrostic and writer.at_line_start and not torch.isinf(logp[row]).all():
-                if lines_started[row] < len(acrostic):
-                    next_ids[row] = acrostic_ids[lines_started[row]]
-                    lines_started[row] += 1
-            token = vocab.id_to_token(int(next_ids[row]))
-            piece = writer.add(token)
-            histories[row].append(int(next_ids[row]))
-            if acrostic:
-                done[row] = token == "\n" and lines_started[row] >= len(acrostic)
-                if done[row]:
-                    writer.pieces.pop()  # no trailing newline after the last line
-                    piece = ""
-            else:
-                generated = writer.generated
-                if generated >= limit:
-                    if config.stop_at == "none":
-                        excess = generated - limit
-                        if excess:
-                            piece = piece[: len(piece) - excess]
-                            writer.pieces[-1] = piece
-                        done[row] = True
-                    elif (config.stop_at == "sentence" and (token[-1:] in SENTENCE_ENDS or token == "\n")) or \
-                            (config.stop_at == "paragraph" and token == "\n") or generated >= hard_limit:
-                        if token == "\n":
-                            writer.pieces.pop()
-                            piece = ""
-                        done[row] = True
-            if on_text is not None and piece:
-                on_text(row, piece)
-        if all(done):
+            if row.newline_next:
+                next_ids[i] = newline
+                row.newline_next = False
+            elif lines and row.writer.at_line_start and row.heads_written < lines:
+                row.heads_written += 1  # drawn among the tokens that begin with the acrostic character
+            token = vocab.id_to_token(int(next_ids[i]))
+            end = _segment_end(row, token, stop_at=config.stop_at, acrostic=bool(lines))
+            if end != "instead":
+                piece = _write(row, int(next_ids[i]), token, seen[i])
+                if end is None and config.stop_at == "sentence" and row.segment_chars >= row.budget \
+                        and token[-1:] in END_MARKS:
+                    row.closing = True
+                if end == "after" and config.stop_at == "none" and not lines and row.segment_chars > row.budget:
+                    piece = row.writer.cut(row.segment_chars - row.budget)  # exactly --length (lines keep words whole)
+                if on_text is not None and piece:
+                    on_text(i, piece)
+            if end is None:
+                continue
+            row.segment_chars, row.closing = 0, False
+            if not lines or row.heads_written >= lines:
+                row.done = True
+            elif end == "after":
+                row.newline_next = True
+            else:  # the line break takes the place of the token left out, and the model reads it
+                next_ids[i] = newline
+                piece = _write(row, newline, "\n", seen[i])
+                row.segment_chars = 0
+                if on_text is not None:
+                    on_text(i, piece)
+        if all(row.done for row in rows):
             break
         features, (h, c) = model.features(next_ids.to(device).unsqueeze(1), (h, c))
         logp = model.log_probs(features[:, -1]).float().cpu()
-    return [w.text for w in writers]
+    return [row.writer.text for row in rows]

@@ -1,0 +1,410 @@
+"""A web page and an HTTP API over a trained run: ``lstmgen serve RUN``.
+
+    GET  /                  the page: type a prompt, set the controls, watch the text appear
+    GET  /health            {"status": "ok", "generating": 0|1, "waiting": N}
+    GET  /info              the run's settings, size and metrics, and this server's limits
+    POST /generate          JSON settings in, every text at once out (JSON)
+    POST /generate/stream   the same settings in; newline-delimited JSON out, text as it is written:
+                            {"event": "start", "seed": S, "rows": [{"row": 0, "prompt": "..."}, ...]}
+                            {"event": "text", "row": 0, "text": "..."}   (many)
+                            {"event": "done", "seed": S, "texts": [...], "seconds": T}
+                            or, if something breaks mid-way, {"event": "error", "detail": "..."}
+
+One model serves every request, and one request writes at a time (the others wait their turn): on a
+CPU, two generations at once only fight over the same cores, and each would take longer than both in
+turn. The LSTM state lives inside each ``generate`` call, so requests never see each other's text. A
+stream whose client goes away stops generating at the next token, freeing the model for the next one.
+
+Bad settings get a 422 whose ``detail`` is one readable line; bodies over 64 KiB get a 413. The server
+listens on 127.0.0.1 unless told otherwise; it has no login, so only open it to people you trust.
+
+FastAPI and uvicorn come with ``pip install 'lstmgen[serve]'``; they are imported inside the functions
+here, so the rest of lstmgen (and ``lstmgen --help``) works without them.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the request model from the endpoint
+# annotations at runtime, and that model is built inside create_app (pydantic is imported lazily).
+
+import argparse
+import json
+import logging
+import random
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+from lstmgen.errors import LstmgenError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from lstmgen.generate import GenerateConfig
+    from lstmgen.runs import Run
+
+logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_LENGTH = 5000  # characters per text
+MAX_SAMPLES = 8  # samples per prompt
+MAX_PROMPTS = 8  # prompts per request
+MAX_ROWS = 16  # prompts x samples: texts written in one batch
+MAX_PROMPT_CHARS = 2000
+MAX_ACROSTIC = 64
+MAX_BODY_BYTES = 64 * 1024
+MAX_SEED = 2**53 - 1  # the largest integer a JavaScript page can hold exactly
+MAX_WAITING = 16  # requests queued for the model; past this, 503 "busy" rather than an ever longer queue
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+SERVE_EXTRA = "the web server needs FastAPI and uvicorn: pip install 'lstmgen[serve]'"
+
+
+def _require_server_packages() -> None:
+    """One clear line when the optional packages are missing, instead of an ImportError traceback."""
+    try:
+        import fastapi  # noqa: F401
+        import pydantic
+        import uvicorn  # noqa: F401
+    except ImportError as err:
+        raise LstmgenError(f"{SERVE_EXTRA} ({err})") from None
+    if pydantic.VERSION.startswith("1."):
+        raise LstmgenError(f"the web server needs pydantic 2 (found {pydantic.VERSION}): pip install -U 'pydantic>=2'")
+
+
+class _ClientGone(Exception):
+    """Raised inside generate() to stop writing for a stream whose client has left."""
+
+
+class ServerBusy(Exception):
+    """Too many requests already wait for the model (answered with 503)."""
+
+
+class ModelDesk:
+    """The shared model, written with by one request at a time; counts who is writing and waiting."""
+
+    def __init__(self, run: "Run") -> None:
+        self.run = run
+        self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self.generating = 0
+        self.waiting = 0
+
+    def write(self, prompts: list[str], config: "GenerateConfig", *,
+              on_text: Optional[Callable[[int, str], None]] = None,
+              cancelled: Optional[threading.Event] = None) -> tuple[list[str], float]:
+        """Generate under the lock; returns the texts and the seconds spent writing (not waiting)."""
+        from lstmgen.generate import generate
+
+        self._count(waiting=1)
+        with self._lock:
+            self._count(waiting=-1, generating=1)
+            try:
+                if cancelled is not None and cancelled.is_set():
+                    raise _ClientGone()
+                start = time.perf_counter()
+                texts = generate(self.run.model, self.run.tokenizer, self.run.vocab, prompts, config,
+                                 on_text=on_text)
+                return texts, time.perf_counter() - start
+            finally:
+                self._count(generating=-1)
+
+    def _count(self, *, waiting: int = 0, generating: int = 0) -> None:
+        with self._count_lock:
+            self.waiting += waiting
+            self.generating += generating
+
+
+def _load(run: Union[str, Path, "Run"], device: str) -> "Run":
+    from lstmgen.runs import Run, load_run
+
+    if isinstance(run, Run):
+        return run
+    return load_run(run, device=device)
+
+
+def run_info(run: "Run") -> dict[str, Any]:
+    """What /info returns: settings, size, the best validation and the test scores, and the limits."""
+    records = run.metrics
+    valid = [r for r in records if "valid_nll" in r]
+    test = next((r for r in reversed(records) if r.get("split") == "test"), None)
+    info = {k: v for k, v in run.info.items() if k != "documents"}  # documents can run to thousands of files
+    return {
+        "run": run.path.name,
+        "tokenizer": run.tokenizer.kind,
+        "vocab_size": len(run.vocab),
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+        "documents": len(run.info.get("documents", [])),
+        "config": run.config.to_dict(),
+        "info": info,
+        "best_valid": min(valid, key=lambda r: r["valid_nll"]) if valid else None,
+        "test": test,
+        "limits": {"length": MAX_LENGTH, "num_samples": MAX_SAMPLES, "prompts": MAX_PROMPTS, "rows": MAX_ROWS,
+                   "prompt_chars": MAX_PROMPT_CHARS, "acrostic_chars": MAX_ACROSTIC, "body_bytes": MAX_BODY_BYTES,
+                   "seed": MAX_SEED},
+    }
+
+
+def _validation_message(errors: list[dict[str, Any]]) -> str:
+    """pydantic's error list as one line: 'length: Input should be less than or equal to 5000; ...'."""
+    parts = []
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            parts.append(f"the body is not valid JSON (at character {error.get('loc', ['?'])[-1]})")
+            continue
+        where = ".".join(str(x) for x in error.get("loc", ()) if x != "body")
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid")))
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu") -> "FastAPI":
+    """The FastAPI application serving ``run`` (a run directory or a loaded Run).
+
+    Args:
+        run: the run to write with.
+        device: where to load the model when ``run`` is a path (cpu | cuda | mps).
+    """
+    _require_server_packages()
+    from typing import Annotated, List, Literal
+
+    from fastapi import FastAPI, Request
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+    from fastapi.staticfiles import StaticFiles
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from lstmgen import __version__
+    from lstmgen.generate import GenerateConfig, check_request
+
+    loaded = _load(run, device)
+    desk = ModelDesk(loaded)
+    defaults = GenerateConfig()
+    Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+
+    class GenerateRequest(BaseModel):
+        """What to write; every field may be left out. Unknown fields are refused (a typo is not ignored)."""
+
+        model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+        prompt: Prompt = Field("", description="text to continue; empty starts at a paragraph")
+        prompts: Optional[List[Prompt]] = Field(None, min_length=1, max_length=MAX_PROMPTS,
+                                                description="several prompts in one batch (instead of prompt)")
+        length: int = Field(defaults.length, ge=1, le=MAX_LENGTH, description="characters to write")
+        temperature: float = Field(defaults.temperature, ge=0, le=5, description="0 is greedy")
+        top_k: int = Field(defaults.top_k, ge=0, le=1_000_000, description="0: off")
+        top_p: float = Field(defaults.top_p, gt=0, le=1, description="1: off")
+        repetition_penalty: float = Field(defaults.repetition_penalty, ge=1, le=10, description="1: off")
+        no_repeat_ngram: int = Field(defaults.no_repeat_ngram, ge=0, le=64, description="0: off")
+        stop_at: Literal["none", "sentence", "paragraph"] = "none"
+        seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, description="same seed, same text; empty: random")
+        num_samples: int = Field(defaults.num_samples, ge=1, le=MAX_SAMPLES, description="samples per prompt")
+        acrostic: Optional[str] = Field(None, max_length=MAX_ACROSTIC,
+                                        description="line i begins with character i of this text")
+
+    def job(body: GenerateRequest) -> tuple[list[str], GenerateConfig]:
+        """Request -> prompts and config, refusing (422) what generate() would refuse, before any text."""
+        if desk.waiting >= MAX_WAITING:
+            raise ServerBusy(f"busy: {desk.waiting} requests are waiting for the model; try again shortly")
+        if body.prompts is not None and body.prompt:
+            raise LstmgenError("give prompt or prompts, not both")
+        prompts = list(body.prompts) if body.prompts is not None else [body.prompt]
+        if len(prompts) * body.num_samples > MAX_ROWS:
+            raise LstmgenError(f"{len(prompts)} prompts x {body.num_samples} samples is over the {MAX_ROWS} "
+                               "texts one request may write")
+        seed = body.seed if body.seed is not None else random.SystemRandom().randrange(2**31)
+        config = GenerateConfig(length=body.length, temperature=body.temperature, top_k=body.top_k,
+                                top_p=body.top_p, repetition_penalty=body.repetition_penalty,
+                                no_repeat_ngram=body.no_repeat_ngram, stop_at=body.stop_at,
+                                num_samples=body.num_samples, seed=seed, acrostic=body.acrostic or None)
+        check_request(prompts, config, loaded.tokenizer, loaded.vocab)
+        return prompts, config
+
+    def row_prompts(prompts: list[str], config: GenerateConfig) -> list[str]:
+        return [p.strip() for p in prompts for _ in range(config.num_samples)]
+
+    app = FastAPI(title="lstmgen", version=__version__,
+                  description=f"Write with the lstmgen run {loaded.path.name}.")
+    app.state.desk = desk
+
+    @app.exception_handler(LstmgenError)
+    async def user_error(request: Request, err: LstmgenError) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=422)
+
+    @app.exception_handler(ServerBusy)
+    async def busy(request: Request, err: ServerBusy) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
+        # type, place and message only: the input itself may be huge, or NaN, which JSON cannot carry
+        errors = jsonable_encoder([{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in err.errors()])
+        return JSONResponse({"detail": _validation_message(errors), "errors": errors}, status_code=422)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # /health and /info are async: they must answer at once even when every worker thread waits for the model
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "generating": desk.generating, "waiting": desk.waiting}
+
+    @app.get("/info")
+    async def info() -> dict:
+        return {**run_info(loaded), "lstmgen_version": __version__,
+                "defaults": GenerateRequest().model_dump(exclude={"prompts", "seed", "acrostic"})}
+
+    @app.post("/generate")
+    def generate_all(body: GenerateRequest) -> dict:
+        prompts, config = job(body)
+        texts, seconds = desk.write(prompts, config)
+        return {"texts": texts, "prompts": row_prompts(prompts, config), "seed": config.seed,
+                "seconds": round(seconds, 3), "characters": sum(map(len, texts))}
+
+    @app.post("/generate/stream")
+    async def generate_stream(body: GenerateRequest) -> StreamingResponse:
+        import asyncio
+
+        prompts, config = job(body)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        gone = threading.Event()
+
+        def put(item: dict) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the event loop has closed: the server is shutting down
+                raise _ClientGone() from None
+
+        def on_text(row: int, piece: str) -> None:
+            if gone.is_set():
+                raise _ClientGone()
+            put({"event": "text", "row": row, "text": piece})
+
+        def work() -> None:
+            try:
+                texts, seconds = desk.write(prompts, config, on_text=on_text, cancelled=gone)
+                put({"event": "done", "seed": config.seed, "texts": texts, "seconds": round(seconds, 3)})
+            except _ClientGone:
+                logger.info("a client left mid-stream; stopped writing for it")
+            except Exception as err:  # the stream has begun (status 200): report inside it
+                logger.exception("generation failed")
+                put({"event": "error", "detail": f"{type(err).__name__}: {err}"})
+
+        async def events() -> Any:
+            worker = loop.run_in_executor(None, work)
+            try:
+                rows = [{"row": i, "prompt": p} for i, p in enumerate(row_prompts(prompts, config))]
+                yield _line({"event": "start", "seed": config.seed, "rows": rows})
+                while True:
+                    batch = [await queue.get()]
+                    while not queue.empty():  # send what piled up as one chunk: fewer, larger writes
+                        batch.append(queue.get_nowait())
+                    yield "".join(_line(item) for item in _merge_text(batch))
+                    if any(item["event"] != "text" for item in batch):
+                        break
+                await worker
+            finally:
+                gone.set()  # the client left (or the stream ended): stop writing at the next token
+
+        return StreamingResponse(events(), media_type="application/x-ndjson",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    app.add_middleware(_BodyLimit, max_bytes=MAX_BODY_BYTES)
+    return app
+
+
+class _BodyLimit:
+    """ASGI middleware: refuse request bodies over ``max_bytes`` with a 413, declared or streamed."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        from fastapi import HTTPException
+        from fastapi.responses import JSONResponse
+
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"request body over {self.max_bytes} bytes"
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await JSONResponse({"detail": too_large}, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:  # a chunked body declares no length: count it as it comes
+                    raise HTTPException(status_code=413, detail=too_large)
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+def _line(item: dict) -> str:
+    return json.dumps(item, ensure_ascii=False) + "\n"
+
+
+def _merge_text(items: list[dict]) -> list[dict]:
+    """One text event per row for the pieces that piled up (rows are independent, so only the order
+    within a row matters), then the closing event if there is one."""
+    texts: dict[int, str] = {}
+    closing = []
+    for item in items:
+        if item["event"] == "text":
+            texts[item["row"]] = texts.get(item["row"], "") + item["text"]
+        else:
+            closing.append(item)
+    return [{"event": "text", "row": row, "text": text} for row, text in texts.items()] + closing
+
+
+# ------------------------------------------------------------------------------ the subcommand
+
+
+def serve(run: Union[str, Path], *, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu") -> None:
+    """Serve ``run`` until interrupted (Ctrl+C)."""
+    _require_server_packages()
+    import uvicorn
+
+    app = create_app(run, device=device)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("listening on %s: anyone who can reach it can use the model (there is no login)", host)
+    shown = f"[{host}]" if ":" in host else host
+    logger.info("serving %s at http://%s:%d/ (Ctrl+C to stop)", Path(run).name, shown, port)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    except SystemExit as exit_:  # uvicorn exits when it cannot listen, after logging why
+        if exit_.code:
+            raise LstmgenError(f"cannot listen on {host}:{port} (in use, or not an address of this machine)") \
+                from None
+        raise
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from lstmgen.train import pick_device
+
+    if not 0 < args.port < 65536:
+        raise LstmgenError("--port must be between 1 and 65535")
+    serve(args.run, host=args.host, port=args.port, device=str(pick_device(args.device)))
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``lstmgen serve`` (called by lstmgen.cli)."""
+    p = sub.add_parser("serve", help="a web page and HTTP API for writing with a trained run")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
+    p.set_defaults(func=cmd_serve)

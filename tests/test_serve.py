@@ -1,0 +1,238 @@
+"""The HTTP API and the page's files, through FastAPI's TestClient and through a real uvicorn server."""
+
+import json
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
+pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is not installed")
+import httpx  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from conftest import make_text  # noqa: E402
+from lstmgen.cli import main  # noqa: E402
+from lstmgen.serve import MAX_BODY_BYTES, MAX_WAITING, create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("serve")
+    (root / "novel.txt").write_text(make_text(1, 120), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:  # the autouse private cache is per test; this is per module
+        patch.setenv("LSTMGEN_CACHE", str(root / "cache"))
+        assert main(["train", str(root / "novel.txt"), "--out", str(root / "run"), "--preset", "tiny",
+                     "--epochs", "2", "--seed", "3"]) == 0
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def client(trained: Path) -> TestClient:
+    return TestClient(create_app(trained))
+
+
+@pytest.fixture(scope="module")
+def server(trained: Path):
+    """A real uvicorn server on a free port of 127.0.0.1, in a thread; yields its base URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(trained), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+def stream_events(client: TestClient, body: dict) -> list[dict]:
+    with client.stream("POST", "/generate/stream", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/x-ndjson")
+        return [json.loads(line) for line in response.iter_lines() if line]
+
+
+def test_health_and_info_describe_the_run(client: TestClient, trained: Path):
+    assert client.get("/health").json() == {"status": "ok", "generating": 0, "waiting": 0}
+    info = client.get("/info").json()
+    config = json.loads((trained / "config.json").read_text(encoding="utf-8"))
+    assert info["run"] == "run" and info["tokenizer"] == "char"
+    assert info["vocab_size"] == config["vocab_size"] and info["parameters"] == config["parameters"]
+    assert info["config"]["model"] == config["model"] and info["config"]["train"]["seq_len"] == 16
+    assert info["best_valid"]["valid_perplexity"] > 1 and info["test"]["test_bits_per_char"] > 0
+    assert info["limits"]["length"] == 5000 and info["limits"]["num_samples"] == 8
+    assert info["defaults"]["temperature"] == 0.8
+
+
+def test_generate_continues_the_prompt_and_the_same_seed_gives_the_same_text(client: TestClient):
+    body = {"prompt": "郭靖", "length": 40, "seed": 5, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    first = client.post("/generate", json=body).json()
+    text = first["texts"][0]
+    assert text.startswith("郭靖") and len(text) == 2 + 40
+    assert first["seed"] == 5 and first["prompts"] == ["郭靖"] and first["characters"] == len(text)
+    assert client.post("/generate", json=body).json()["texts"] == [text]
+    assert client.post("/generate", json={**body, "seed": 6}).json()["texts"] != [text]
+
+
+def test_without_a_seed_the_answer_names_the_seed_that_repeats_it(client: TestClient):
+    answer = client.post("/generate", json={"prompt": "黄蓉", "length": 30}).json()
+    again = client.post("/generate", json={"prompt": "黄蓉", "length": 30, "seed": answer["seed"]}).json()
+    assert again["texts"] == answer["texts"]
+
+
+def test_several_prompts_and_samples_in_one_request(client: TestClient):
+    answer = client.post("/generate", json={"prompts": ["郭靖", "杨过"], "num_samples": 3, "length": 20,
+                                            "seed": 1}).json()
+    assert answer["prompts"] == ["郭靖"] * 3 + ["杨过"] * 3
+    assert [t[:2] for t in answer["texts"]] == answer["prompts"]
+    assert len(set(answer["texts"])) == 6
+
+
+def test_sampling_controls_reach_the_generator(client: TestClient):
+    acrostic = client.post("/generate", json={"acrostic": "郭黄杨", "length": 45, "seed": 2}).json()["texts"][0]
+    assert [line[0] for line in acrostic.split("\n")] == ["郭", "黄", "杨"]
+    sentence = client.post("/generate", json={"prompt": "郭靖", "length": 20, "stop_at": "sentence",
+                                              "seed": 2}).json()["texts"][0]
+    assert len(sentence) >= 22 and sentence[-1] in "。！？”"
+    text = client.post("/generate", json={"length": 120, "no_repeat_ngram": 3, "seed": 2,
+                                          "repetition_penalty": 1.2}).json()["texts"][0]
+    trigrams = [text[i:i + 3] for i in range(len(text) - 2)]
+    assert len(set(trigrams)) == len(trigrams)
+
+
+def test_stream_sends_start_text_pieces_and_done_matching_generate(client: TestClient):
+    body = {"prompts": ["郭靖", "黄蓉"], "num_samples": 2, "length": 60, "seed": 3, "stop_at": "sentence"}
+    events = stream_events(client, body)
+    rows = [{"row": i, "prompt": p} for i, p in enumerate(["郭靖", "郭靖", "黄蓉", "黄蓉"])]
+    assert events[0] == {"event": "start", "seed": 3, "rows": rows}
+    assert events[-1]["event"] == "done" and events[-1]["seed"] == 3
+    pieces = [""] * 4
+    for event in events[1:-1]:
+        assert event["event"] == "text"
+        pieces[event["row"]] += event["text"]
+    texts = events[-1]["texts"]
+    assert [row["prompt"] + piece for row, piece in zip(events[0]["rows"], pieces)] == texts
+    assert client.post("/generate", json=body).json()["texts"] == texts
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"length": 0}, "length"),
+    ({"length": 5001}, "length"),
+    ({"num_samples": 9}, "num_samples"),
+    ({"temperature": -1}, "temperature"),
+    ({"top_p": 1.5}, "top_p"),
+    ({"repetition_penalty": 0.9}, "repetition_penalty"),
+    ({"stop_at": "chapter"}, "stop_at"),
+    ({"seed": -3}, "seed"),
+    ({"prompt": "x" * 2001}, "prompt"),
+    ({"prompts": []}, "prompts"),
+    ({"temprature": 1.0}, "temprature"),  # a typo is refused, not ignored
+    ({"prompt": "   "}, "whitespace"),
+    ({"acrostic": "鳯"}, "never saw"),
+    ({"prompts": ["a", "b", "c"], "num_samples": 6}, "16 texts"),
+    ({"prompt": "郭", "prompts": ["黄"]}, "not both"),
+])
+def test_bad_requests_get_422_with_a_one_line_message(client: TestClient, body: dict, field: str):
+    for path in ("/generate", "/generate/stream"):
+        response = client.post(path, json=body)
+        assert response.status_code == 422, (path, body)
+        detail = response.json()["detail"]
+        assert isinstance(detail, str) and field in detail and "\n" not in detail
+
+
+def test_bodies_that_are_not_json_or_too_large_are_refused(client: TestClient):
+    response = client.post("/generate", content=b'{"temperature": NaN}', headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "finite" in response.json()["detail"]
+    response = client.post("/generate", content=b'{"length": ', headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "not valid JSON" in response.json()["detail"]
+    big = json.dumps({"prompt": "郭" * MAX_BODY_BYTES}).encode()
+    response = client.post("/generate", content=big, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+    def chunks():  # no Content-Length: the limit counts the bytes as they come
+        for _ in range(MAX_BODY_BYTES // 1000 + 2):
+            yield b" " * 1000
+
+    response = client.post("/generate", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_a_full_queue_answers_503_busy_instead_of_waiting_longer(client: TestClient):
+    desk = client.app.state.desk
+    desk.waiting = MAX_WAITING  # as if that many requests already waited for the model
+    try:
+        for path in ("/generate", "/generate/stream"):
+            response = client.post(path, json={"length": 5})
+            assert response.status_code == 503 and "busy" in response.json()["detail"]
+            assert response.headers["retry-after"]
+        assert client.get("/health").json()["waiting"] == MAX_WAITING  # health still answers
+    finally:
+        desk.waiting = 0
+    assert client.post("/generate", json={"length": 5}).status_code == 200
+
+
+def test_the_page_and_its_files_are_served_with_a_strict_policy(client: TestClient):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert '<script src="/static/app.js"' in page.text and 'id="prompt"' in page.text
+    for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+        response = client.get(f"/static/{name}")
+        assert response.status_code == 200 and kind in response.headers["content-type"]
+    assert "/generate/stream" in client.get("/static/app.js").text
+    assert client.get("/static/../serve.py").status_code == 404
+
+
+def test_concurrent_requests_each_get_their_own_text(server: str):
+    bodies = [{"prompt": p, "length": 80, "seed": s} for p in ("郭靖", "黄蓉") for s in (1, 2, 3)]
+    with httpx.Client(base_url=server, timeout=60) as http:
+        alone = [http.post("/generate", json=b).json()["texts"][0] for b in bodies]
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            together = list(pool.map(lambda b: httpx.post(server + "/generate", json=b, timeout=60).json(), bodies))
+    assert [answer["texts"][0] for answer in together] == alone
+
+
+def test_a_stream_arrives_while_writing_and_stops_when_the_client_leaves(server: str, caplog):
+    caplog.set_level("INFO", logger="lstmgen.serve")
+    body = {"length": 5000, "num_samples": 8, "seed": 1}  # seconds of work: long enough to leave in the middle
+    with httpx.Client(base_url=server, timeout=60) as http:
+        with http.stream("POST", "/generate/stream", json=body) as response:
+            lines = response.iter_lines()
+            assert json.loads(next(lines))["event"] == "start"
+            assert json.loads(next(lines))["event"] == "text"
+            assert http.get("/health").json()["generating"] == 1  # text came before the writing ended
+        deadline = time.monotonic() + 30
+        while http.get("/health").json()["generating"]:
+            assert time.monotonic() < deadline, "generation went on after the client left"
+            time.sleep(0.05)
+        assert any("client left" in r.getMessage() for r in caplog.records)
+        # the model is free again for the next client
+        assert http.post("/generate", json={"length": 10, "seed": 1}).status_code == 200
+
+
+def test_serve_command_errors_are_one_line(trained: Path, tmp_path: Path, capsys, monkeypatch):
+    assert main(["serve", str(tmp_path / "nothing")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        assert main(["serve", str(trained), "--port", str(busy.getsockname()[1])]) == 2
+        assert "cannot listen" in capsys.readouterr().err
+    finally:
+        busy.close()
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the serve extra were not installed
+    assert main(["serve", str(trained)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pip install 'lstmgen[serve]'" in err and len(err.splitlines()) == 1
