@@ -1,0 +1,420 @@
+"""Plots (PNG) and the Markdown report of a sweep, and learning curves of any runs side by side.
+
+matplotlib is imported only when a plot is drawn (``pip install 'lstmgen[plot]'``). Figures are
+drawn on an Agg canvas directly, never through pyplot, so a notebook's backend and pyplot's global
+figures are left alone.
+
+The report checks the seed report's claims about longer sequences against the numbers: every
+sentence is computed from the results, comparing the shortest and the longest ``seq_len`` run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from lstmgen.errors import LstmgenError
+from lstmgen.sweep import GAP_TOKENS
+
+logger = logging.getLogger(__name__)
+
+TOLERANCE = 0.05  # speed, memory and gradient-norm changes under 5 % count as no change
+BPC_TOLERANCE = 0.01  # bits per character: under 1 % counts as no change
+CLIP_TOLERANCE = 0.02  # share of clipped steps: under 2 percentage points counts as no change
+GAP_TOLERANCE = 0.02  # train-valid gap: a change under 2 % of the validation loss counts as no change
+PLOTS = {  # file stem -> what the plot shows
+    "valid_bpc_vs_time": "validation bits per character against training time",
+    "test_bpc": "final test bits per character",
+    "tokens_per_s": "training speed",
+    "peak_memory": "peak memory",
+    "grad_norm": "gradient norm before clipping and share of clipped steps",
+    "generalisation_gap": "gap between validation and training loss",
+}
+
+
+# ------------------------------------------------------------------------------ plotting
+
+
+def _figure(columns: int = 1, width: float = 6.0, height: float = 4.0) -> tuple[Any, list[Any]]:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise LstmgenError("plots need matplotlib: pip install 'lstmgen[plot]'")
+    figure = Figure(figsize=(width * columns, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure, [figure.add_subplot(1, columns, i + 1) for i in range(columns)]
+
+
+def _save(figure: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def plot_learning_curves(run_dirs: Sequence[Path], out: Path) -> Path:
+    """Valid bits/char against training time and against tokens, and train loss, for runs side by side."""
+    from lstmgen.runs import read_metrics
+
+    curves = []
+    for run_dir in run_dirs:
+        if not Path(run_dir).is_dir():
+            raise LstmgenError(f"{run_dir}: no such run directory")
+        records = [r for r in read_metrics(run_dir) if r.get("split") is None]
+        if not records:
+            raise LstmgenError(f"{run_dir}: no evaluations recorded yet (metrics.jsonl is missing or empty)")
+        curves.append((Path(run_dir), records))
+    names = [path.name for path, _ in curves]
+    labels = names if len(set(names)) == len(names) else [str(path) for path, _ in curves]
+    figure, (by_time, by_tokens, loss) = _figure(3, width=5.0)
+    for label, (_, records) in zip(labels, curves):
+        valid = [r for r in records if "valid_bits_per_char" in r]
+        by_time.plot([r["seconds"] for r in valid], [r["valid_bits_per_char"] for r in valid], marker=".", label=label)
+        by_tokens.plot([r["tokens"] for r in valid], [r["valid_bits_per_char"] for r in valid], marker=".", label=label)
+        trained = [r for r in records if r.get("train_loss") is not None]
+        loss.plot([r["tokens"] for r in trained], [r["train_loss"] for r in trained], marker=".", label=label)
+    for axis, xlabel, ylabel in ((by_time, "training time (s)", "valid bits per character"),
+                                 (by_tokens, "training tokens", "valid bits per character"),
+                                 (loss, "training tokens", "train loss (nats per token)")):
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+    by_time.legend(fontsize="small")
+    return _save(figure, Path(out))
+
+
+def axis_setting(settings: Sequence[str]) -> str:
+    """The setting plotted along x and judged by the claims: seq_len when it is varied."""
+    return "seq_len" if "seq_len" in settings else settings[0]
+
+
+def _numeric(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def series(rows: Sequence[dict], x: str, settings: Sequence[str],
+           needs: Sequence[str] = ()) -> list[tuple[str, list[dict]]]:
+    """Rows grouped by the settings other than ``x`` (one line each), sorted along x; rows missing ``needs`` dropped."""
+    others = [s for s in settings if s != x]
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        if all(row.get(key) is not None for key in needs):
+            groups.setdefault(",".join(f"{s}={row[s]}" for s in others), []).append(row)
+    for members in groups.values():
+        if _numeric([r[x] for r in members]):
+            members.sort(key=lambda r: r[x])
+    return [(label, members) for label, members in groups.items() if members]
+
+
+def _plot_against(rows: Sequence[dict], x: str, settings: Sequence[str], lines: Sequence[tuple[str, str]],
+                  ylabel: str, path: Path, *, twin: Optional[tuple[str, str]] = None) -> Path:
+    """Metrics against the setting ``x``: a colour per group of the other settings, a line style per metric.
+
+    ``twin`` (key, label) adds one more metric on a right-hand axis, dotted.
+    """
+    figure, (axis,) = _figure()
+    values = list(dict.fromkeys(row[x] for row in rows))
+    numeric = _numeric(values)
+    position = (lambda v: v) if numeric else (lambda v: values.index(v))
+    right = axis.twinx() if twin else None
+    styles = ("-", "--", "-.")
+    for index, (label, members) in enumerate(series(rows, x, settings)):
+        drawn = [(axis, key, name, styles[i % len(styles)], "o") for i, (key, name) in enumerate(lines)]
+        if twin and right is not None:
+            drawn.append((right, twin[0], twin[1], ":", "s"))
+        for target, key, name, style, marker in drawn:
+            points = [(position(r[x]), r[key]) for r in members if r.get(key) is not None]
+            if points:
+                target.plot(*zip(*points), linestyle=style, marker=marker, color=f"C{index}",
+                            label=" ".join(p for p in (label, name) if p))
+    if right is not None:
+        right.set_ylabel(twin[1])  # type: ignore[index]
+    if numeric and values and min(values) > 0 and max(values) / min(values) >= 8:
+        axis.set_xscale("log")
+        axis.minorticks_off()
+    axis.set_xticks([position(v) for v in values])
+    axis.set_xticklabels([str(v) for v in values])
+    axis.set_xlabel(x)
+    axis.set_ylabel(ylabel)
+    axis.grid(alpha=0.3)
+    handles, labels = axis.get_legend_handles_labels()
+    if right is not None:
+        more = right.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    if len(labels) > 1:
+        axis.legend(handles, labels, fontsize="small")
+    return _save(figure, path)
+
+
+def write_plots(rows: Sequence[dict], curves: dict[str, list[dict]], settings: Sequence[str],
+                folder: Path) -> dict[str, Path]:
+    """The sweep's PNG plots in ``folder``; returns file stem -> path."""
+    x = axis_setting(settings)
+    done = [r for r in rows if r.get("status") == "finished"]
+    figure, (axis,) = _figure()
+    for name, records in curves.items():
+        valid = [r for r in records if "valid_bits_per_char" in r]
+        if valid:
+            axis.plot([r["seconds"] for r in valid], [r["valid_bits_per_char"] for r in valid], marker=".", label=name)
+    axis.set_xlabel("training time (s)")
+    axis.set_ylabel("valid bits per character")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small")
+    paths = {"valid_bpc_vs_time": _save(figure, folder / "valid_bpc_vs_time.png")}
+    paths["test_bpc"] = _plot_against(done, x, settings, [("test_bits_per_char", "")], "test bits per character",
+                                      folder / "test_bpc.png")
+    paths["tokens_per_s"] = _plot_against(done, x, settings, [("tokens_per_s", "")], "training tokens per second",
+                                          folder / "tokens_per_s.png")
+    paths["peak_memory"] = _plot_against(done, x, settings, [("peak_memory_mb", "")], "peak memory (MB)",
+                                         folder / "peak_memory.png")
+    paths["grad_norm"] = _plot_against(done, x, settings, [("grad_norm_median", "median"), ("grad_norm_p95", "p95")],
+                                       "gradient norm before clipping", folder / "grad_norm.png",
+                                       twin=("clip_fraction", "share of steps clipped"))
+    paths["generalisation_gap"] = _plot_against(done, x, settings, [("generalisation_gap", "")],
+                                                "valid - train loss (nats per token)",
+                                                folder / "generalisation_gap.png")
+    return paths
+
+
+# ------------------------------------------------------------------------------ claims
+
+
+def _num(value: float) -> str:
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3f}" if abs(value) >= 0.01 else f"{value:.2g}"
+
+
+def _relative(first: float, last: float) -> float:
+    return (last - first) / abs(first) if first else float("inf") if last > first else 0.0
+
+
+def _verdict(holds: bool) -> str:
+    return "bears out" if holds else "does not bear out"
+
+
+def claims(rows: Sequence[dict], settings: Sequence[str]) -> list[str]:
+    """One Markdown sentence per claim of the seed (per group of the other varied settings), from the numbers."""
+    if "seq_len" not in settings:
+        return ["The seed's claims are about the sequence length, which this sweep does not vary: none is checked."]
+    sentences = []
+    done = [r for r in rows if r.get("status") == "finished"]
+    for group, members in series(done, "seq_len", settings):
+        prefix = f"With {group}: " if group else ""
+        if len(members) < 2:
+            sentences.append(f"{prefix}fewer than two finished runs, so no claim can be judged yet.")
+            continue
+        sentences += [prefix + claim(members) for claim in (_claim_time, _claim_memory, _claim_gradients,
+                                                            _claim_generalisation, _claim_perplexity)]
+    return sentences
+
+
+def _ends(members: Sequence[dict], key: str) -> Optional[tuple[dict, dict]]:
+    usable = [r for r in members if r.get(key) is not None]
+    return (usable[0], usable[-1]) if len(usable) >= 2 else None
+
+
+def _missing(label: str, what: str) -> str:
+    return f"**{label}** cannot be judged: {what} was not measured in two finished runs."
+
+
+def _claim_time(members: Sequence[dict]) -> str:
+    label = "(a) Training time per epoch grows with seq_len"
+    ends = _ends(members, "seconds_per_epoch")
+    if ends is None:
+        return _missing(label, "the time per epoch")
+    a, b = ends
+    change = _relative(a["seconds_per_epoch"], b["seconds_per_epoch"])
+    return (f"**{label}:** {_verdict(change > TOLERANCE)} — an epoch took {_num(a['seconds_per_epoch'])} s at "
+            f"seq_len={a['seq_len']} and {_num(b['seconds_per_epoch'])} s at seq_len={b['seq_len']} "
+            f"({a['tokens_per_s']:,.0f} → {b['tokens_per_s']:,.0f} tokens/s).")
+
+
+def _claim_memory(members: Sequence[dict]) -> str:
+    label = "(b) Memory grows with seq_len"
+    ends = _ends(members, "peak_memory_mb")
+    if ends is None:
+        return _missing(label, "peak memory")
+    a, b = ends
+    change = _relative(a["peak_memory_mb"], b["peak_memory_mb"])
+    return (f"**{label}:** {_verdict(change > TOLERANCE)} — peak memory went from {_num(a['peak_memory_mb'])} MB at "
+            f"seq_len={a['seq_len']} to {_num(b['peak_memory_mb'])} MB at seq_len={b['seq_len']} "
+            f"({change:+.1%}).")
+
+
+def _claim_gradients(members: Sequence[dict]) -> str:
+    label = "(c) Exploding or vanishing gradients become more likely with seq_len"
+    ends = _ends(members, "grad_norm_p95")
+    if ends is None:
+        return _missing(label, "the gradient norm")
+    a, b = ends
+    larger = _relative(a["grad_norm_p95"], b["grad_norm_p95"]) > TOLERANCE
+    clipped = (b.get("clip_fraction") or 0) - (a.get("clip_fraction") or 0) > CLIP_TOLERANCE
+    return (f"**{label}:** {_verdict(larger or clipped)} — the 95th percentile of the gradient norm went from "
+            f"{_num(a['grad_norm_p95'])} at seq_len={a['seq_len']} to {_num(b['grad_norm_p95'])} at "
+            f"seq_len={b['seq_len']} (median {_num(a['grad_norm_median'])} → {_num(b['grad_norm_median'])}) and "
+            f"clipping fired on {a.get('clip_fraction') or 0:.1%} → {b.get('clip_fraction') or 0:.1%} of steps.")
+
+
+def _claim_generalisation(members: Sequence[dict]) -> str:
+    label = "(d) Generalisation changes with seq_len"
+    ends = _ends(members, "generalisation_gap")
+    if ends is None:
+        return _missing(label, "the train-valid gap")
+    a, b = ends
+    scale = (a["valid_nll_per_token"] + b["valid_nll_per_token"]) / 2
+    change = b["generalisation_gap"] - a["generalisation_gap"]
+    changed = abs(change) > GAP_TOLERANCE * scale
+    how = ("rose" if change > 0 else "fell") if changed else "hardly moved"
+    return (f"**{label}:** {_verdict(changed)} — validation minus training loss {how}: "
+            f"{_num(a['generalisation_gap'])} nats per token at seq_len={a['seq_len']}, "
+            f"{_num(b['generalisation_gap'])} at seq_len={b['seq_len']} (validation loss about {_num(scale)}).")
+
+
+def _claim_perplexity(members: Sequence[dict]) -> str:
+    label = "(e) Perplexity improves with longer context, up to a point"
+    usable = [r for r in members if r.get("test_bits_per_char") is not None]
+    if len(usable) < 2:
+        return _missing(label, "test bits per character")
+    bpc = [r["test_bits_per_char"] for r in usable]
+    best = min(range(len(bpc)), key=bpc.__getitem__)
+    first, top, last = usable[0], usable[best], usable[-1]
+
+    def at(row: dict) -> str:
+        return (f"{_num(row['test_bits_per_char'])} bits/char (perplexity {_num(row['test_perplexity'])}) "
+                f"at seq_len={row['seq_len']}")
+
+    if best == 0:
+        return f"**{label}:** does not bear out — the shortest context scored best: {at(first)}, against {at(last)}."
+    if _relative(bpc[0], bpc[best]) > -BPC_TOLERANCE:
+        return (f"**{label}:** does not bear out — longer context hardly helped: {at(first)}, at best "
+                f"{at(top)}.")
+    if best < len(usable) - 1:
+        return f"**{label}:** bears out — test {at(first)} improved to {at(top)}, then {at(last)}."
+    if len(usable) >= 3 and _relative(bpc[-2], bpc[-1]) > -BPC_TOLERANCE:
+        return (f"**{label}:** bears out — test {at(first)} improved to {at(usable[-2])} and then levelled off: "
+                f"{at(last)}.")
+    return (f"**{label}:** bears out only in part — test {at(first)} improved to {at(last)} and was still improving "
+            f"at the longest seq_len tried, so the point where it stops lies beyond this range.")
+
+
+# ------------------------------------------------------------------------------ the report
+
+
+COLUMNS = (  # results.csv column, table heading, format (None: as many digits as the size needs)
+    ("tokens_per_s", "tokens/s", "{:,.0f}"), ("seconds_per_epoch", "s/epoch", None),
+    ("peak_memory_mb", "peak MB", "{:,.0f}"), ("grad_norm_median", "grad median", "{:.3f}"),
+    ("grad_norm_p95", "grad p95", "{:.3f}"), ("clip_fraction", "clipped", "{:.1%}"),
+    ("best_valid_bits_per_char", "best valid bpc", "{:.3f}"), ("test_perplexity", "test ppl", "{:.2f}"),
+    ("test_bits_per_char", "test bpc", "{:.3f}"), ("generalisation_gap", "gap (nats)", "{:.3f}"),
+)
+
+
+def _regime(meta: dict, rows: Sequence[dict]) -> str:
+    """How long each run trained: a number of epochs, a clock budget, or whichever came first."""
+    from lstmgen.config import PRESETS, parse_duration
+
+    train = meta.get("fixed", {}).get("train", {})
+    epochs = float(train.get("epochs", PRESETS.get(meta.get("preset", ""), {}).get("train", {}).get("epochs", 5.0)))
+    plural = "" if epochs == 1 else "s"
+    if not train.get("time_budget"):
+        return f"every run trained for {epochs:g} epoch{plural}, so every setting saw the same text"
+    budget = parse_duration(train["time_budget"])
+    done = [r for r in rows if r.get("status") == "finished" and r.get("seconds") is not None]
+    by_clock = sum(r["seconds"] >= 0.98 * budget for r in done)
+    return (f"every run stopped after {train['time_budget']} of training or {epochs:g} epoch{plural}, whichever "
+            f"came first ({by_clock} of {len(done)} finished runs stopped by the clock, so a faster setting also "
+            f"saw more text)")
+
+
+def write_report(path: Path, *, rows: Sequence[dict], curves: dict[str, list[dict]], settings: Sequence[str],
+                 meta: dict, results_csv: Optional[Path] = None) -> Path:
+    """The Markdown report, with its PNG plots in a folder beside it named after it (report.md -> report/).
+
+    Args:
+        rows: results.csv rows (typed values); ``curves``: run name -> its evaluation records.
+        settings: the varied settings; ``meta``: command, corpus, preset, fixed settings, machine.
+        results_csv: linked from the report; copied (with curves.csv beside it) into the plot folder
+            when the report lives outside the sweep folder, so that the link survives a commit.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def link(target: Path) -> str:
+        return Path(os.path.relpath(target, path.parent)).as_posix()
+
+    try:
+        plots = write_plots(rows, curves, settings, path.parent / path.stem)
+        plot_note = ""
+    except LstmgenError as err:  # no matplotlib: the table and the claims are still worth having
+        logger.warning("%s; the report has no plots", err)
+        plots, plot_note = {}, f"(No plots: {err}.)"
+    fixed = ", ".join(f"{k}={v}" for values in meta.get("fixed", {}).values() for k, v in values.items()) or "none"
+    counts = {s: sum(r.get("status") == s for r in rows) for s in ("finished", "failed")}
+    lines = [
+        f"# How {' and '.join(settings)} change{'s' if len(settings) == 1 else ''} speed, memory, gradients "
+        f"and quality", "",
+        "Made with:", "", f"    {meta['command']}", "",
+        f"Corpus `{meta['corpus']}`; preset `{meta['preset']}`; fixed settings: {fixed}; {_regime(meta, rows)}. "
+        f"Machine: {meta.get('machine', 'unknown')}. {counts['finished']} of {len(rows)} runs finished"
+        + (f", {counts['failed']} failed" if counts["failed"] else "") + ".", "",
+        "## What the seed claimed about longer sequences, and what the measurements say", "",
+        *[f"- {sentence}" for sentence in claims(rows, settings)], "",
+        f"A claim bears out when the change from the shortest to the longest sequence exceeds {TOLERANCE:.0%} "
+        f"in the claimed direction ({BPC_TOLERANCE:.0%} for bits per character, {CLIP_TOLERANCE * 100:.0f} points "
+        f"for the share of clipped steps, {GAP_TOLERANCE:.0%} of the validation loss for the gap).", "",
+        "## Results", "",
+        "| run | " + " | ".join(heading for _, heading, _ in COLUMNS) + " |",
+        "|---|" + "---:|" * len(COLUMNS),
+    ]
+    for row in rows:
+        cells = ["" if row.get(key) in (None, "") else fmt.format(row[key]) if fmt else _num(row[key])
+                 for key, _, fmt in COLUMNS]
+        status = "" if row.get("status") == "finished" else f" ({row.get('status')})"
+        lines.append(f"| {row['run']}{status} | " + " | ".join(cells) + " |")
+    if results_csv is not None:
+        tables = [Path(results_csv), Path(results_csv).with_name("curves.csv")]
+        if tables[0].parent.resolve() != path.parent.resolve():  # a report kept apart (docs/) takes its data along
+            import shutil
+
+            (path.parent / path.stem).mkdir(parents=True, exist_ok=True)
+            tables = [Path(shutil.copy(t, path.parent / path.stem / t.name)) for t in tables if t.is_file()]
+        if len(tables) == 2:
+            lines += ["", f"Every number, and more, in [results.csv]({link(tables[0])}); "
+                          f"the learning curves in [curves.csv]({link(tables[1])})."]
+    lines += ["", "## Plots", ""] + ([plot_note, ""] if plot_note else [])
+    for stem, plot in plots.items():
+        lines += [f"![{PLOTS[stem]}]({link(plot)})", ""]
+    failed = [r for r in rows if r.get("status") == "failed"]
+    if failed:
+        lines += ["## Failed runs", ""] + [f"- {r['run']}: {r.get('error', '')}" for r in failed] + [""]
+    samples = [r for r in rows if r.get("sample")]
+    if samples:
+        lines += ["## Samples", "", "The same seed for every run: the differences come from the models."]
+        for row in samples:
+            lines += ["", f"**{row['run']}**", "", "```text", row["sample"].strip(), "```"]
+        lines.append("")
+    lines += [
+        "## How these numbers were measured", "",
+        "- tokens/s: training tokens over the training clock, which also runs during the periodic "
+        "validation passes; s/epoch: the training split's tokens at that speed.",
+        "- peak memory: each run trains in a process of its own; on a CPU the process's peak resident set "
+        "(it includes Python and torch themselves), on a GPU the most CUDA memory allocated.",
+        "- gradient norm: the global norm before clipping; the run's median is the step-weighted median of the "
+        "per-evaluation medians, p95 the step-weighted mean of the per-evaluation 95th percentiles, and the share "
+        "clipped counts steps whose norm exceeded --clip. A global norm shows exploding gradients; gradients that "
+        "vanish along a window do not show in it.",
+        f"- gap: mean loss per token on up to {GAP_TOKENS:,} validation tokens minus that on as many training "
+        "tokens, both taken in stretches spread evenly over their split (so over every document) and scored the "
+        "same way with the weights kept as best on validation.",
+        "- valid bits per character over time: as recorded during training (with --eval-tokens N, the first N "
+        "tokens of the validation split only).",
+        "- test perplexity and bits per character: the whole test split, scored with those same weights.",
+        "",
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
