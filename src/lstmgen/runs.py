@@ -5,7 +5,9 @@
     vocab.json         id -> token
     model.safetensors  the weights that scored best on validation
     metrics.jsonl      one JSON object per evaluation
-    state/             last weights, optimiser, schedule, RNG states, data position (for --resume)
+    state/             checkpoint.pt: last weights, optimiser, schedule, RNG states, data position,
+                       carried LSTM state (for --resume); interrupted.pt: the same, saved by Ctrl-C
+                       between two checkpoints
 
 Every file is written to a temporary name, flushed, fsynced and renamed, so a kill during a save
 leaves the previous version whole. Nothing loaded from a run executes code: weights come from
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -36,17 +38,27 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # bump when a run written by this version can no longer be read by older code
 CONFIG, TOKENIZER, VOCAB, WEIGHTS, METRICS = "config.json", "tokenizer.json", "vocab.json", "model.safetensors", "metrics.jsonl"
 STATE_DIR, STATE_FILE = "state", "checkpoint.pt"
+INTERRUPTED_FILE = "interrupted.pt"  # where Ctrl-C saves between save points; checkpoint.pt stays the last good one
+TMP_SUFFIX = ".tmp"
 REQUIRED = (CONFIG, TOKENIZER, VOCAB, WEIGHTS)
 PathLike = Union[str, Path]
 
 
 def atomic_write(path: PathLike, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)``, fsync, then rename over ``path``: readers see old or new, never half."""
+    """Call ``write(tmp_path)``, fsync, then rename over ``path``: readers see old or new, never half.
+
+    A kill at any moment leaves ``path`` as it was, plus at worst a stray ``.NAME.*.tmp`` file
+    (``remove_stale_temporaries`` clears those).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    while True:  # a fresh name; mode 0666 less the umask, as open() would give (mkstemp gives 0600)
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
@@ -65,17 +77,41 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> None:
         pass
 
 
+def remove_stale_temporaries(run_dir: PathLike) -> int:
+    """Delete temporary files a killed writer left in ``run_dir`` and ``state/``; call under ``RunLock``."""
+    removed = 0
+    for folder in (Path(run_dir), Path(run_dir) / STATE_DIR):
+        for tmp in folder.glob(f".*{TMP_SUFFIX}") if folder.is_dir() else ():
+            try:
+                tmp.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 def write_json(path: PathLike, data: Any) -> None:
     """Write JSON atomically (UTF-8, Chinese kept readable)."""
     atomic_write(path, lambda p: p.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8"))
 
 
 def append_jsonl(path: PathLike, record: dict) -> None:
-    """Append one line; a torn last line (from a kill) is skipped by ``read_metrics``."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Add one line to a JSON-lines file by rewriting it atomically (metrics files are small).
+
+    A plain append torn by a kill would leave half a line that the next append glues a record to.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if text and not text.endswith("\n"):  # a torn last line from an older writer: drop it
+        text = text[: text.rfind("\n") + 1]
+    line = json.dumps(record, ensure_ascii=False) + "\n"
+    atomic_write(path, lambda p: p.write_text(text + line, encoding="utf-8"))
+
+
+def write_jsonl(path: PathLike, records: list[dict]) -> None:
+    """Replace a JSON-lines file atomically."""
+    atomic_write(path, lambda p: p.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"))
 
 
 def read_metrics(run_dir: PathLike) -> list[dict]:
@@ -92,45 +128,99 @@ def read_metrics(run_dir: PathLike) -> list[dict]:
 
 
 def save_weights(model: torch.nn.Module, path: PathLike) -> None:
-    """Weights as safetensors (save_model handles the tied matrix)."""
-    from safetensors.torch import save_model
+    """Weights as safetensors: each parameter once (a tied matrix under its first name), on the CPU.
 
-    atomic_write(path, lambda p: save_model(_unwrap(model), str(p)))
+    Tensors are copied out one by one because cuDNN keeps a GPU LSTM's weights as views into one
+    flat buffer, which safetensors refuses as shared memory.
+    """
+    from safetensors.torch import save_file
+
+    tensors = {name: p.detach().to("cpu", copy=True).contiguous() for name, p in _unwrap(model).named_parameters()}
+    tensors.update({name: b.detach().to("cpu", copy=True).contiguous() for name, b in _unwrap(model).named_buffers()})
+    atomic_write(path, lambda p: save_file(tensors, str(p)))
 
 
 def load_weights(model: torch.nn.Module, path: PathLike) -> None:
-    from safetensors.torch import load_model
+    """Load weights saved by ``save_weights``; any missing or extra tensor is an error."""
+    from safetensors.torch import load_file
 
-    load_model(_unwrap(model), str(path), strict=True)
+    module = _unwrap(model)
+    tensors = load_file(str(path))
+    expected = {name for name, _ in module.named_parameters()} | {name for name, _ in module.named_buffers()}
+    if set(tensors) != expected:
+        missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        raise ValueError(f"weights do not match the model (missing {missing[:3]}, unexpected {extra[:3]})")
+    # tied aliases (decoder.weight is embedding.weight) are absent from the file: strict=False, checked above
+    module.load_state_dict(tensors, strict=False)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)  # DistributedDataParallel wraps the real model
 
 
-def save_state(run_dir: PathLike, state: dict) -> None:
-    """The resume state (tensors, numbers, strings only) under state/."""
-    atomic_write(Path(run_dir) / STATE_DIR / STATE_FILE, lambda p: torch.save(state, p))
+def save_state(run_dir: PathLike, state: dict, *, name: str = STATE_FILE) -> None:
+    """A resume state (tensors, numbers, strings, lists, tuples, dicts only) as state/NAME."""
+    atomic_write(Path(run_dir) / STATE_DIR / name, lambda p: torch.save(state, p))
 
 
-def load_state(run_dir: PathLike) -> Optional[dict]:
-    """The resume state, loaded without unpickling arbitrary objects; None if there is none."""
-    path = Path(run_dir) / STATE_DIR / STATE_FILE
+def remove_state(run_dir: PathLike, *, name: str) -> None:
+    """Delete state/NAME if it is there."""
+    (Path(run_dir) / STATE_DIR / name).unlink(missing_ok=True)
+
+
+STATE_KEYS = ("model", "optimizer", "step", "elapsed", "tokens", "best_valid", "backoffs", "rng_cpu")
+
+
+def load_state(run_dir: PathLike, *, name: str = STATE_FILE) -> Optional[dict]:
+    """A resume state (state/NAME), loaded without unpickling arbitrary objects; None if there is none.
+
+    Raises:
+        LstmgenError: the file holds pickled code or objects (lstmgen never writes those, so it is
+            refused without running anything), or it is torn, truncated or incomplete.
+    """
+    path = Path(run_dir) / STATE_DIR / name
     if not path.exists():
         return None
+    import pickle
+    import warnings
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # weights_only refuses any pickled code; a torn file lands here too
-        raise LstmgenError(f"{path}: cannot load the resume state safely ({str(err).splitlines()[0]})")
+        with warnings.catch_warnings():  # torch warns about the protocol of files it is about to refuse
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise LstmgenError(f"{path}: refused: it holds pickled objects other than tensors and numbers, so it is "
+                           f"not a state lstmgen wrote, and lstmgen never runs code from a run directory")
+    except Exception as err:  # a torn zip, a truncated stream, an empty file
+        raise LstmgenError(f"{path}: damaged or truncated, cannot resume from it "
+                           f"({describe_error(err)})")
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise LstmgenError(f"{path}: incomplete resume state (no {', '.join(missing)}); it was not written by "
+                           f"this lstmgen")
+    return state
+
+
+def load_latest_state(run_dir: PathLike) -> Optional[dict]:
+    """What ``--resume`` continues from: the state saved on an interruption if it is newer than the
+    last checkpoint, else the last checkpoint; None if the run has neither."""
+    checkpoint = load_state(run_dir)
+    interrupted = load_state(run_dir, name=INTERRUPTED_FILE)
+    if interrupted is not None and (checkpoint is None or int(interrupted["step"]) > int(checkpoint["step"])):
+        return interrupted
+    return checkpoint
 
 
 def write_run_files(run_dir: PathLike, config: RunConfig, tokenizer: Tokenizer, vocab: Vocab, extra: dict) -> None:
-    """config.json, tokenizer.json, vocab.json: written once when a run starts."""
+    """tokenizer.json, vocab.json, then config.json: written once when a run starts.
+
+    config.json marks a folder as a run, so it goes last: a kill before it leaves no half run behind.
+    """
     run_dir = Path(run_dir)
-    write_json(run_dir / CONFIG, {"format_version": FORMAT_VERSION, "lstmgen_version": __version__,
-                                  **config.to_dict(), **extra})
     write_json(run_dir / TOKENIZER, tokenizer.to_dict())
     write_json(run_dir / VOCAB, vocab.to_dict())
+    write_json(run_dir / CONFIG, {"format_version": FORMAT_VERSION, "lstmgen_version": __version__,
+                                  **config.to_dict(), **extra})
 
 
 @dataclass
@@ -156,47 +246,86 @@ def _read_json(path: Path) -> Any:
         raise LstmgenError(f"{path}: damaged or unreadable ({type(err).__name__}); the run cannot be loaded")
 
 
-def check_run_dir(run_dir: PathLike) -> Path:
-    """The run folder, if it looks like one; else a clear error saying what is missing."""
+def describe_error(err: BaseException, limit: int = 200) -> str:
+    """A library's error message on one short line, for the end of a user-facing one."""
+    text = " ".join(str(err).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    if isinstance(err, LstmgenError):  # already written for users
+        return text
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def check_run_dir(run_dir: PathLike, required: tuple[str, ...] = REQUIRED) -> Path:
+    """The run folder, if it looks like one; else a clear error saying what is missing.
+
+    Args:
+        required: the files it must have (resuming needs no weights yet).
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LstmgenError(f"{run_dir}: no such run directory")
-    missing = [name for name in REQUIRED if not (run_dir / name).is_file()]
+    missing = [name for name in required if not (run_dir / name).is_file()]
     if missing:
         raise LstmgenError(f"{run_dir}: not a complete lstmgen run (missing {', '.join(missing)})")
     return run_dir
 
 
-def load_run(run_dir: PathLike, device: Union[str, torch.device] = "cpu") -> Run:
-    """Load a run folder for evaluation or generation; needs nothing but the folder."""
-    run_dir = check_run_dir(run_dir)
+def read_run_config(run_dir: PathLike) -> tuple[RunConfig, dict]:
+    """config.json of a run, checked: its format version, then its settings.
+
+    Returns:
+        ``(config, raw)``: the settings, and the whole file as a dict (fingerprint, sizes, version).
+    """
+    run_dir = Path(run_dir)
     raw = _read_json(run_dir / CONFIG)
     if not isinstance(raw, dict) or raw.get("format_version") != FORMAT_VERSION:
         found = raw.get("format_version") if isinstance(raw, dict) else None
         raise LstmgenError(f"{run_dir}: run format {found!r} is not the {FORMAT_VERSION} this lstmgen "
                            f"{__version__} reads; retrain, or use the lstmgen version that wrote it")
     try:
-        config = RunConfig.from_dict(raw)
-        tokenizer = tokenizer_from_dict(_read_json(run_dir / TOKENIZER))
-        vocab = Vocab.from_dict(_read_json(run_dir / VOCAB))
-    except (KeyError, TypeError, ValueError) as err:
-        raise LstmgenError(f"{run_dir}: config, tokenizer or vocabulary file is damaged ({err})")
+        return RunConfig.from_dict(raw), raw
+    except (AttributeError, KeyError, TypeError, ValueError, LstmgenError) as err:
+        raise LstmgenError(f"{run_dir / CONFIG}: damaged settings ({describe_error(err)})")
+
+
+def read_tokenizer_and_vocab(run_dir: PathLike) -> tuple[Tokenizer, Vocab]:
+    """tokenizer.json and vocab.json of a run, with a clear error when either is damaged."""
+    run_dir = Path(run_dir)
+    loaded = []
+    for name, build in ((TOKENIZER, tokenizer_from_dict), (VOCAB, Vocab.from_dict)):
+        data = _read_json(run_dir / name)
+        try:
+            loaded.append(build(data))
+        except (AttributeError, KeyError, TypeError, ValueError, LstmgenError) as err:
+            raise LstmgenError(f"{run_dir / name}: damaged ({describe_error(err)})")
+    return loaded[0], loaded[1]
+
+
+def load_run(run_dir: PathLike, device: Union[str, torch.device] = "cpu") -> Run:
+    """Load a run folder for evaluation or generation; needs nothing but the folder."""
+    run_dir = check_run_dir(run_dir)
+    config, raw = read_run_config(run_dir)
+    tokenizer, vocab = read_tokenizer_and_vocab(run_dir)
     model = LSTMLM(config.model, len(vocab))
     try:
         load_weights(model, run_dir / WEIGHTS)
     except Exception as err:  # safetensors raises its own error types for torn or foreign files
-        raise LstmgenError(f"{run_dir / WEIGHTS}: damaged or does not match the config ({str(err).splitlines()[0]})")
+        raise LstmgenError(f"{run_dir / WEIGHTS}: damaged or does not match the config ({describe_error(err)})")
     model.to(device).eval()
     info = {k: v for k, v in raw.items() if k not in ("data", "tokenizer", "model", "train", "preset")}
     return Run(path=run_dir, config=config, tokenizer=tokenizer, vocab=vocab, model=model, info=info)
 
 
 class RunLock:
-    """One writer per run directory: an OS file lock, released by the kernel if the process dies."""
+    """One writer per run directory: an OS file lock, released by the kernel if the process dies.
+
+    ``fcntl.flock`` belongs to the open file, not to the .lock file's existence: a killed process
+    leaves .lock behind, but never a held lock.
+    """
 
     def __init__(self, run_dir: PathLike) -> None:
         self.path = Path(run_dir) / ".lock"
-        self._file = None
+        self._file: Optional[Any] = None
 
     def __enter__(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,12 +334,16 @@ class RunLock:
             import fcntl
 
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # no fcntl (Windows): no lock, as before
+        except ImportError:  # no fcntl (Windows): no lock
             pass
         except OSError:
+            self._file.seek(0)
+            holder = self._file.read().strip()
             self._file.close()
             self._file = None
-            raise LstmgenError(f"{self.path.parent}: another lstmgen process is training in this run directory")
+            raise LstmgenError(f"{self.path.parent}: another lstmgen process"
+                               f"{f' (pid {holder})' if holder.isdigit() else ''} is training in this run "
+                               f"directory; wait for it to finish or stop it first")
         self._file.seek(0)
         self._file.truncate()
         self._file.write(str(os.getpid()))

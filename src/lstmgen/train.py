@@ -10,6 +10,7 @@ import datetime
 import logging
 import math
 import os
+import random
 import resource
 import signal
 import sys
@@ -30,11 +31,11 @@ from lstmgen.evaluate import Score, autocast_context, score_ids
 from lstmgen.model import LSTMLM, count_parameters
 from lstmgen.pipeline import PreparedData, prepare
 from lstmgen.runs import (
-    CONFIG, WEIGHTS, RunLock, append_jsonl, load_state, load_weights, read_metrics, save_state, save_weights,
-    write_json, write_run_files, METRICS, _read_json,
+    CONFIG, INTERRUPTED_FILE, METRICS, STATE_DIR, STATE_FILE, TOKENIZER, VOCAB, WEIGHTS, RunLock, _read_json,
+    append_jsonl, check_run_dir, describe_error, load_latest_state, load_state, load_weights, read_metrics,
+    read_run_config, read_tokenizer_and_vocab, remove_state, remove_stale_temporaries, save_state, save_weights,
+    write_jsonl, write_run_files,
 )
-from lstmgen.tokenizers import tokenizer_from_dict
-from lstmgen.vocab import Vocab
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +59,13 @@ def pick_device(name: str = "auto") -> torch.device:
         device = torch.device(name)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise LstmgenError(f"--device {name}: CUDA is not available on this machine")
+        if device.type == "cuda" and device.index is None:
+            device = dist_utils.cuda_device()  # under torchrun, each process its own GPU
         if device.type == "mps" and not torch.backends.mps.is_available():
             raise LstmgenError(f"--device {name}: MPS is not available on this machine")
         return device
     if torch.cuda.is_available():
-        return torch.device("cuda", dist_utils.local_rank())
+        return dist_utils.cuda_device()
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
@@ -123,6 +126,7 @@ class Progress:
 class _LoopState:
     step: int = 0
     elapsed: float = 0.0  # seconds of training so far, across resumes
+    eval_seconds: float = 0.0  # of those, spent validating and saving (in this process)
     tokens: int = 0
     best_valid: float = float("inf")
     backoffs: int = 0
@@ -170,18 +174,28 @@ def train(
             With ``resume`` it may be None: the run remembers its corpus.
         config: settings; ``build_config("default")`` when None. Ignored with ``resume``.
         out: the run directory; a dated folder under runs/ when None.
-        resume: continue the run in ``out`` from its saved state.
+        resume: continue the run in ``out`` from its saved state; on a CPU the result is
+            bit-identical to a run that was never stopped. A finished run is left as it is.
         progress: called every few steps with a ``Progress``.
+
+    Raises:
+        TrainingInterrupted: SIGINT or SIGTERM arrived; a resumable state was saved first.
+        NonFiniteLoss: the loss became NaN or infinite (twice, with ``nan_policy="backoff"``).
+        LstmgenError: any other mistake a user can make (bad corpus, damaged run, busy run directory).
     """
+    owns_group = not dist_utils.is_active()  # torchrun started us: join its group here, leave it at the end
     rank, world_size = dist_utils.init_from_env()
     if resume:
         if out is None:
             raise LstmgenError("--resume needs the run directory")
         run_dir = Path(out)
+        if not run_dir.is_dir():
+            raise LstmgenError(f"{run_dir}: no such run directory to resume")
         if not (run_dir / CONFIG).is_file():
-            raise LstmgenError(f"{run_dir}: not a run directory to resume (no {CONFIG})")
-        saved = _read_json(run_dir / CONFIG)
-        config = RunConfig.from_dict(saved)
+            raise LstmgenError(f"{run_dir}: not a run directory to resume (no {CONFIG}); "
+                               f"start the run again with the command that created it")
+        check_run_dir(run_dir, required=(CONFIG, TOKENIZER, VOCAB))
+        config, saved = read_run_config(run_dir)
         corpus = corpus or saved.get("corpus")
     else:
         if config is None:
@@ -194,17 +208,42 @@ def train(
     if corpus is None:
         raise LstmgenError("no corpus given")
     tc = config.train
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    device = pick_device(tc.device)
     lock = RunLock(run_dir) if rank == 0 else None
     if lock is not None:
-        lock.__enter__()
+        lock.__enter__()  # first: a second writer is turned away before it changes anything
+        remove_stale_temporaries(run_dir)  # half-written files of a killed run; we are the only writer now
     try:
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        device = pick_device(tc.device)
         return _train(Path(corpus), config, run_dir, device, resume, cache_dir, progress, rank, world_size)
     finally:
         if lock is not None:
             lock.__exit__()
+        if owns_group:
+            dist_utils.finish(clean=sys.exc_info()[0] is None)
+
+
+def _rng_states(device: torch.device) -> dict[str, Any]:
+    """Every random number generator training could draw from, in a form ``torch.load(weights_only)`` reads."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    states: dict[str, Any] = {"rng_cpu": torch.get_rng_state(), "rng_python": random.getstate(),
+                              "rng_numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss)}
+    if device.type == "cuda":
+        states["rng_cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["rng_cpu"])
+    if "rng_python" in state:
+        version, internal, gauss = state["rng_python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "rng_numpy" in state:
+        name, keys, position, has_gauss, gauss = state["rng_numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    if device.type == "cuda" and "rng_cuda" in state:
+        torch.cuda.set_rng_state(state["rng_cuda"], device)
 
 
 def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device, resume: bool,
@@ -212,22 +251,21 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
            rank: int, world_size: int) -> Path:
     tc = config.train
     started = time.perf_counter()
-    state = load_state(run_dir) if resume else None
-    if resume and state is None:
-        raise LstmgenError(f"{run_dir}: has no saved state to resume from (state/ is missing)")
+    dist_utils.wait_for_local_leader()  # one process per machine segments the corpus; the rest read its cache
+    state = load_latest_state(run_dir) if resume else None
     if resume:
-        saved_tokenizer = tokenizer_from_dict(_read_json(run_dir / "tokenizer.json"))
-        saved_vocab = Vocab.from_dict(_read_json(run_dir / "vocab.json"))
+        saved_tokenizer, saved_vocab = read_tokenizer_and_vocab(run_dir)
         data = prepare(corpus, config.data, config.tokenizer, cache_dir=cache_dir,
                        vocab=saved_vocab, tokenizer=saved_tokenizer)
         fingerprint = _read_json(run_dir / CONFIG).get("corpus_fingerprint")
         if fingerprint and fingerprint != data.fingerprint:
             raise LstmgenError(f"{corpus}: is not the corpus this run was trained on (its text changed)")
-        if int(state.get("world_size", 1)) != world_size:
+        if state is not None and int(state.get("world_size", 1)) != world_size:
             raise LstmgenError(f"{run_dir}: was trained on {int(state['world_size'])} processes; "
                                f"resume it with the same number (now {world_size})")
     else:
         data = prepare(corpus, config.data, config.tokenizer, cache_dir=cache_dir)
+    dist_utils.release_local_ranks()
     try:
         grid = batchify(data.ids["train"], tc.batch_size, rank=rank, world_size=world_size)
     except ValueError:
@@ -240,28 +278,69 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
     torch.manual_seed(tc.seed)
     model = LSTMLM(config.model, len(data.vocab)).to(device)
     optimizer = make_optimizer(model, tc, device)
-    wrapped = dist_utils.wrap(model, device) if world_size > 1 else model
+    wrapped = dist_utils.wrap(model, device) if dist_utils.is_active() else model
     loop = _LoopState()
     hidden = None
+
+    def restore(saved: dict) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """Put model, optimiser, counters and RNGs back as ``saved`` has them; returns its carried state."""
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:  # config.json or vocab.json edited since
+            raise LstmgenError(f"{run_dir / STATE_DIR}: the saved state does not fit this run's config and "
+                               f"vocabulary ({describe_error(err)})")
+        loop.step, loop.tokens, loop.best_valid = int(saved["step"]), int(saved["tokens"]), float(saved["best_valid"])
+        loop.losses = saved["losses"].tolist() if "losses" in saved else []
+        loop.grad_norms = saved["grad_norms"].tolist() if "grad_norms" in saved else []
+        loop.clipped = int(saved.get("clipped", 0))
+        _set_rng_states(saved, device)
+        if "hidden" not in saved:
+            return None
+        return dist_utils.own_rows(saved["hidden"], rank=rank, batch_size=tc.batch_size, device=device)
+
+    def checkpoint(*, name: str = STATE_FILE, finished: bool = False) -> None:
+        rows = dist_utils.gather_rows(hidden)  # every rank's state, laid out as one process's W*B rows
+        if rank != 0:
+            return
+        save_state(run_dir, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": loop.step,
+            "elapsed": loop.elapsed, "tokens": loop.tokens, "best_valid": loop.best_valid,
+            "backoffs": loop.backoffs, "world_size": world_size, "finished": finished,
+            # what the next metrics record averages over, so that record is the same after a resume
+            "losses": torch.tensor(loop.losses, dtype=torch.float64),
+            "grad_norms": torch.tensor(loop.grad_norms, dtype=torch.float64), "clipped": loop.clipped,
+            **_rng_states(device),
+            **({"hidden": (rows[0].detach().cpu(), rows[1].detach().cpu())} if rows is not None else {}),
+        }, name=name)
+        if name == STATE_FILE:  # a newer checkpoint supersedes what an interruption saved
+            remove_state(run_dir, name=INTERRUPTED_FILE)
+
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        loop.step, loop.elapsed, loop.tokens = int(state["step"]), float(state["elapsed"]), int(state["tokens"])
-        loop.best_valid, loop.backoffs = float(state["best_valid"]), int(state["backoffs"])
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
-        if "hidden" in state:
-            hidden = (state["hidden"][0].to(device), state["hidden"][1].to(device))
-        _truncate_metrics(run_dir, loop.step)
+        hidden = restore(state)
+        loop.elapsed, loop.backoffs = float(state["elapsed"]), int(state["backoffs"])
+        if state.get("finished"):
+            if any(r.get("split") == "test" for r in read_metrics(run_dir)):
+                logger.info("%s: the run is finished (step %d); nothing to do", run_dir, loop.step)
+                return run_dir
+            _final_test(model, data, run_dir, device, tc, rank, world_size, loop)
+            return run_dir
+        if rank == 0:
+            _truncate_metrics(run_dir, loop.step)
         logger.info("resuming %s at step %d of %d", run_dir, loop.step, total_steps)
-    elif rank == 0:
-        extra = {"corpus": str(Path(corpus).resolve()), "corpus_fingerprint": data.fingerprint,
-                 "documents": data.documents, "vocab_size": len(data.vocab),
-                 "parameters": count_parameters(model), "world_size": world_size,
-                 "split_tokens": {k: int(len(v)) for k, v in data.ids.items()},
-                 "split_characters": data.characters}
-        write_run_files(run_dir, config, data.tokenizer, data.vocab, extra)
+    else:
+        if resume:  # killed after config.json was written but before the first checkpoint
+            logger.warning("%s: no saved state yet; starting the run again from step 0", run_dir)
+            if rank == 0:
+                _truncate_metrics(run_dir, 0)
+        elif rank == 0:
+            extra = {"corpus": str(Path(corpus).resolve()), "corpus_fingerprint": data.fingerprint,
+                     "documents": data.documents, "vocab_size": len(data.vocab),
+                     "parameters": count_parameters(model), "world_size": world_size,
+                     "split_tokens": {k: int(len(v)) for k, v in data.ids.items()},
+                     "split_characters": data.characters}
+            write_run_files(run_dir, config, data.tokenizer, data.vocab, extra)
+        checkpoint()  # step 0: a NaN before the first save point backs off to here
     logger.info("model: %s parameters on %s; %d steps of %d x %d tokens per epoch",
                 f"{count_parameters(model):,}", device, windows, tc.batch_size * world_size, tc.seq_len)
     logger.info("data ready in %.1fs (%s)", time.perf_counter() - started,
@@ -274,17 +353,6 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
             model, data.ids["valid"], characters=data.characters["valid"], batch_size=max(tc.batch_size, 16),
             seq_len=max(tc.seq_len, 64), device=device, amp=tc.amp, max_tokens=tc.eval_tokens,
             rank=rank, world_size=world_size)
-
-    def checkpoint() -> None:
-        if rank != 0:
-            return
-        save_state(run_dir, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": loop.step,
-            "elapsed": loop.elapsed, "tokens": loop.tokens, "best_valid": loop.best_valid,
-            "backoffs": loop.backoffs, "rng_cpu": torch.get_rng_state(), "world_size": world_size,
-            **({"rng_cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
-            **({"hidden": (hidden[0].detach().cpu(), hidden[1].detach().cpu())} if hidden is not None else {}),
-        })
 
     def record_eval(epoch: float) -> Optional[Score]:
         score = evaluate_valid()
@@ -314,14 +382,15 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
                         score.perplexity, score.bits_per_char)
         return score
 
-    last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
     log_every = 10
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []
     window_tokens = tc.batch_size * tc.seq_len * world_size
     with _SignalCatcher() as signals:
         wrapped.train()
-        tick = time.perf_counter()
+        tick = last_flush = time.perf_counter()
         while loop.step < total_steps:
+            if budget is not None and world_size > 1:  # one clock for all ranks: they stop and decay lr together
+                loop.elapsed = dist_utils.max_over_ranks(loop.elapsed)
             if budget is not None and loop.elapsed >= budget:
                 logger.info("time budget of %s reached at step %d", tc.time_budget, loop.step)
                 break
@@ -345,24 +414,30 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
             optimizer.step()
             loop.step += 1
             loop.tokens += window_tokens
+            now = time.perf_counter()  # every step: a slow model must not overrun its time budget
+            loop.elapsed += now - tick
+            tick = now
             pending.append((loss.detach(), norm.detach()))
             end_of_epoch = loop.step % windows == 0 or loop.step == total_steps
             due_eval = end_of_epoch or (tc.eval_every and loop.step % tc.eval_every == 0)
             save_due = tc.save_every and loop.step % tc.save_every == 0
-            if len(pending) >= log_every or due_eval or save_due or signals.signum is not None:
-                values = torch.stack([torch.stack(p) for p in pending]).float().cpu().numpy()  # one host sync
+            # Every save point flushes, so no step reaches a checkpoint unchecked; other flushes only
+            # report progress, and when they happen changes nothing that is trained or saved.
+            flush_due, signum = now - last_flush > 5, signals.signum
+            if world_size > 1:  # every rank must take the same branches below, or a collective waits forever
+                flush_due, signum = dist_utils.agree(flush_due, signum)
+            if len(pending) >= log_every or flush_due or due_eval or save_due or signum is not None:
+                values = torch.stack([torch.stack(p) for p in pending]).float().cpu()  # one host sync
+                values = dist_utils.mean_over_ranks(values).numpy()  # the global batch's; NaN on one rank, NaN on all
                 pending = []
-                if not np.isfinite(values[:, 0]).all():
-                    _handle_nan(model, optimizer, loop, last_good, tc, run_dir, rank)
-                    hidden = None
+                if not np.isfinite(values).all():  # a finite loss with an infinite gradient poisons the weights too
+                    hidden = _back_off(restore, loop, tc, run_dir)
                     continue
                 loop.losses.extend(values[:, 0].tolist())
                 loop.grad_norms.extend(values[:, 1].tolist())
                 if tc.clip > 0:
                     loop.clipped += int((values[:, 1] > tc.clip).sum())
-                now = time.perf_counter()
-                loop.elapsed += now - tick
-                tick = now
+                last_flush = now
                 if progress is not None and rank == 0:
                     rate = loop.tokens / max(loop.elapsed, 1e-9)
                     left = (total_steps - loop.step) * window_tokens / max(rate, 1e-9)
@@ -372,46 +447,64 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
                                       loss=float(values[-1, 0]), tokens_per_s=rate, elapsed=loop.elapsed,
                                       seconds_left=left, lr=lr))
             if due_eval:
+                eval_start = time.perf_counter()
                 record_eval(loop.step / windows)
-                last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                loop.eval_seconds += time.perf_counter() - eval_start
                 loop.elapsed += time.perf_counter() - tick
                 tick = time.perf_counter()
             if due_eval or save_due:
                 checkpoint()
-            if signals.signum is not None:
-                checkpoint()
-                raise TrainingInterrupted(signals.signum, run_dir)
+            if signum is not None:
+                # Between save points the state goes to its own file: checkpoint.pt stays the point a
+                # later NaN backs off to, exactly as in a run that was never stopped.
+                if not (due_eval or save_due):
+                    checkpoint(name=INTERRUPTED_FILE)
+                raise TrainingInterrupted(signum, run_dir)
         loop.elapsed += time.perf_counter() - tick
     # a time budget may stop between evaluations: score what was learned since the last one
     last = read_metrics(run_dir)[-1:] if rank == 0 else []
-    if not last or last[0].get("step") != loop.step:
+    if dist_utils.rank_zero_decides(not last or last[0].get("step") != loop.step):
         record_eval(loop.step / windows)
-    checkpoint()
+    checkpoint(finished=True)
     _final_test(model, data, run_dir, device, tc, rank, world_size, loop)
     return run_dir
 
 
-def _handle_nan(model: LSTMLM, optimizer: torch.optim.Optimizer, loop: _LoopState,
-                last_good: dict, tc: TrainConfig, run_dir: Path, rank: int) -> None:
-    """Stop with a clear message, or (nan_policy=backoff, once) restore the last good weights and halve lr."""
-    if tc.nan_policy == "backoff" and loop.backoffs == 0:
-        loop.backoffs += 1
-        model.load_state_dict(last_good)
-        optimizer.state.clear()  # Adam's moments may hold the NaN too
-        logger.warning("non-finite loss at step %d: back to the last good weights, learning rate halved", loop.step)
-        return
-    raise NonFiniteLoss(f"the loss became NaN or infinite at step {loop.step}; the last good weights are in "
-                        f"{run_dir / WEIGHTS}. Try a lower --lr, a --clip, or --nan-policy backoff")
+def _back_off(restore: Callable[[dict], Any], loop: _LoopState, tc: TrainConfig, run_dir: Path) -> Any:
+    """After a NaN or infinite loss: stop with a clear message, or (nan_policy=backoff, once) go back
+    to the last checkpoint and go on from there with half the learning rate.
+
+    Going back to the checkpoint, rather than patching the weights where the fault was noticed, makes
+    the outcome independent of when the loss values were last looked at, so runs stay reproducible.
+    Returns the carried state to continue with.
+    """
+    step = loop.step
+    saved = load_state(run_dir)  # written only after a check that every loss before it was finite
+    if saved is None or tc.nan_policy != "backoff" or loop.backoffs > 0:
+        kept = f"; the last good state (step {int(saved['step'])}) is kept in {run_dir / STATE_DIR}" if saved else ""
+        if (run_dir / WEIGHTS).exists():
+            kept += f" and the best weights in {run_dir / WEIGHTS}"
+        advice = ("a lower --lr or a --clip" if tc.nan_policy == "backoff"
+                  else "a lower --lr, a --clip, or --nan-policy backoff")
+        again = " again after backing off once" if loop.backoffs else ""
+        raise NonFiniteLoss(f"the loss became NaN or infinite{again} by step {step}{kept}. Train again with {advice}")
+    hidden = restore(saved)
+    loop.backoffs += 1
+    logger.warning("non-finite loss by step %d: back to the checkpoint of step %d with the learning rate halved",
+                   step, loop.step)
+    return hidden
 
 
 def _final_test(model: LSTMLM, data: PreparedData, run_dir: Path, device: torch.device, tc: TrainConfig,
                 rank: int, world_size: int, loop: _LoopState) -> None:
     """Score the best weights on the test split and record it as the run's result."""
-    if (run_dir / WEIGHTS).exists():
+    if rank == 0 and (run_dir / WEIGHTS).exists():
         load_weights(model, run_dir / WEIGHTS)
+    dist_utils.broadcast_weights(model)  # the best weights are on rank 0's disk, maybe not on the others'
     record: dict[str, Any] = {"split": "test", "step": loop.step, "tokens": loop.tokens,
                               "seconds": round(loop.elapsed, 2), "peak_memory_mb": round(peak_memory_mb(device), 1),
-                              "tokens_per_s": loop.tokens / max(loop.elapsed, 1e-9)}
+                              "tokens_per_s": loop.tokens / max(loop.elapsed - loop.eval_seconds, 1e-9),
+                              "eval_seconds": round(loop.eval_seconds, 2)}
     if len(data.ids["test"]) >= 2:
         score = score_ids(model, data.ids["test"], characters=data.characters["test"],
                                          batch_size=max(tc.batch_size, 16), seq_len=max(tc.seq_len, 64),
@@ -426,8 +519,4 @@ def _final_test(model: LSTMLM, data: PreparedData, run_dir: Path, device: torch.
 def _truncate_metrics(run_dir: Path, step: int) -> None:
     """Drop records written after the saved state: the resumed run writes them again."""
     records = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step and r.get("split") != "test"]
-    from lstmgen.runs import atomic_write
-    import json
-
-    atomic_write(run_dir / METRICS, lambda p: p.write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"))
+    write_jsonl(run_dir / METRICS, records)
