@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from lstmgen.data import (IGNORE_INDEX, batchify, batchify_padded, build_segmented, get_window, load_segmented,
-                          num_windows, remap, save_segmented)
+from lstmgen.data import (IGNORE_INDEX, batchify, batchify_padded, get_window, load_segmented, num_windows, remap,
+                          segment_texts)
 
 
 def test_batchify_lays_the_stream_row_after_row():
@@ -53,12 +53,28 @@ def test_remap_expands_types_into_runs_of_ids():
     assert remap(type_ids, [[1], [2], [3]]).tolist() == [1, 2, 3, 2]
 
 
-def test_segmentation_cache_round_trips_memory_mapped(tmp_path):
-    seg = build_segmented({"train": [["a", "b"], ["b"]], "valid": [["c"]]})
-    assert [seg.types[i] for i in seg.splits["train"]] == ["a", "b", "\n", "b"]
-    save_segmented(seg, tmp_path / "key")
-    loaded = load_segmented(tmp_path / "key")
-    assert loaded.types == seg.types
-    assert isinstance(loaded.splits["train"], np.memmap)
-    assert loaded.splits["train"].tolist() == seg.splits["train"].tolist()
+def _tokenize_many(texts, workers=0):
+    return [t.replace("\n", " \n ").split(" ") for t in texts]
+
+
+@pytest.mark.parametrize("chunk", [3, 1 << 20])
+@pytest.mark.parametrize("characters", [True, False])
+def test_segmentation_cache_is_memory_mapped_and_chunking_changes_nothing(tmp_path, monkeypatch, chunk, characters):
+    import lstmgen.data as data
+
+    monkeypatch.setattr(data, "CHUNK_CHARS", chunk)
+    texts = {"train": ["a b\nc d\ne", "f"], "valid": ["b a"], "test": []}
+    segment_texts(texts, _tokenize_many, tmp_path / "key", characters=characters)
+    seg = load_segmented(tmp_path / "key")
+    assert isinstance(seg.splits["train"], np.memmap)
+    expect = list("a b\nc d\ne\nf") if characters else ["a", "b", "\n", "c", "d", "\n", "e", "\n", "f"]
+    assert [seg.types[i] for i in seg.splits["train"]] == expect
+    assert len(seg.splits["test"]) == 0
+    assert seg.type_counts("valid")[seg.types.index("a")] == 1
     assert load_segmented(tmp_path / "missing") is None
+
+
+def test_remap_to_a_file_matches_in_memory(tmp_path):
+    type_ids = np.array([0, 1, 2, 1] * 5, dtype=np.int32)
+    table = [[5], [6, 7], []]
+    assert remap(type_ids, table, out=tmp_path / "ids.bin").tolist() == remap(type_ids, table).tolist()

@@ -109,6 +109,7 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from lstmgen.distributed import is_main_process, resume_command
     from lstmgen.train import TrainingInterrupted, train
 
     if args.resume:
@@ -127,10 +128,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = train(corpus, config, out=run, resume=args.resume, progress=bar)
     except TrainingInterrupted as stop:
         bar.close()
-        print(f"stopped; state saved. Continue with: lstmgen train --resume {stop.run_dir}", file=sys.stderr)
+        if is_main_process():  # under torchrun every rank ends here: say it once
+            print(f"stopped; state saved. Continue with: {resume_command(stop.run_dir)}",
+                  file=sys.stderr)  # the folder quoted: run folders often have spaces
         return 128 + stop.signum
     bar.close()
-    _print_summary(run_dir)
+    if is_main_process():
+        _print_summary(run_dir)
     return 0
 
 
@@ -283,7 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/demo-DATE)")
     p.add_argument("--corpus", help="use this folder or file instead of fetching the demo corpus")
     p.set_defaults(func=cmd_demo)
+
+    # Subcommands that live beside the features they drive: each module has add_commands(sub).
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
     return parser
+
+
+# Modules that register subcommands of their own (kept light to import: heavy imports go inside).
+COMMAND_MODULES: tuple[str, ...] = ("lstmgen.serve", "lstmgen.sweep")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

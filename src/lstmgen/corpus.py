@@ -85,6 +85,17 @@ def _try_decode(raw: bytes, encoding: str) -> Optional[str]:
         return None
 
 
+_SAMPLE_BYTES = 1 << 20
+
+
+def _try_decode_prefix(raw: bytes, encoding: str) -> Optional[str]:
+    """Decode the start of a file; a character cut in two at the end of the sample is no error."""
+    try:
+        return codecs.getincrementaldecoder(encoding)("strict").decode(raw, final=False)
+    except (UnicodeDecodeError, LookupError):
+        return None
+
+
 def decode_bytes(raw: bytes, name: str = "") -> tuple[str, str]:
     """Decode a file's bytes, guessing the encoding.
 
@@ -116,11 +127,18 @@ def decode_bytes(raw: bytes, name: str = "") -> tuple[str, str]:
     if text is None:
         text, encoding = _try_decode(raw, "utf-8"), "utf-8"
     if text is None:
-        candidates = [(t, e) for e in ("gb18030", "big5") if (t := _try_decode(raw, e)) is not None]
-        if not candidates:
-            raise _not_text(name, "undecodable bytes")
+        # Choose between GB18030 and Big5 on a sample, then decode the whole file once: a big file
+        # is never held in three copies.
+        sample = raw[:_SAMPLE_BYTES]
+        candidates = [(t, e) for e in ("gb18030", "big5") if (t := _try_decode_prefix(sample, e)) is not None]
         # max() keeps the first of equal scores, so GB18030, the commoner on disk, wins ties.
-        text, encoding = max(candidates, key=lambda c: _chinese_score(c[0]))
+        ranked = sorted(candidates, key=lambda c: -_chinese_score(c[0]))
+        for _, candidate in ranked:
+            text, encoding = _try_decode(raw, candidate), candidate
+            if text is not None:
+                break
+        if text is None:
+            raise _not_text(name, "undecodable bytes")
     controls = len(_CONTROL_RE.findall(text))
     if controls > _MAX_CONTROL_SHARE * len(text):
         raise _not_text(name, f"{controls} control characters in {len(text)}; binary?")
@@ -160,10 +178,14 @@ def normalize_text(text: str, *, advert_pattern: str = DEFAULT_ADVERT_PATTERN,
     """
     advert = _compile_advert(advert_pattern)
     # str.replace and str.split run in C: linear even for one 50 MB line.
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u3000", " ").replace("\xa0", " ")
+    for old, new in (("\r\n", "\n"), ("\r", "\n"), ("\u3000", " "), ("\xa0", " ")):
+        if old in text:  # each replace copies the whole text: only where it changes something
+            text = text.replace(old, new)
     kept: list[str] = []
     dropped = 0
-    for line in text.split("\n"):
+    lines = text.split("\n")
+    del text  # a big file: let the whole text go before the joined copy is made
+    for line in lines:
         line = line.strip(_EDGE_CHARS)
         if not line:
             continue
@@ -224,6 +246,13 @@ def _read_bytes(file: Path) -> bytes:
         raise LstmgenError(f"{file}: cannot read ({error.strerror or error})")
 
 
+def _read_document(file: Path, advert_pattern: str, max_advert_line: int) -> tuple[str, str, int]:
+    """(normalised text, encoding, advert lines dropped) of one file."""
+    text, encoding = decode_bytes(_read_bytes(file), str(file))  # the raw bytes are freed here
+    text, dropped = normalize_text(text, advert_pattern=advert_pattern, max_advert_line=max_advert_line)
+    return text, encoding, dropped
+
+
 def read_corpus(path: Union[str, Path], *, advert_pattern: str = DEFAULT_ADVERT_PATTERN,
                 max_advert_line: int = 80) -> list[Document]:
     """Read, decode and normalise every file of a corpus (see ``list_corpus_files``).
@@ -238,8 +267,7 @@ def read_corpus(path: Union[str, Path], *, advert_pattern: str = DEFAULT_ADVERT_
     base = root if root.is_dir() else root.parent
     documents = []
     for file in list_corpus_files(root):
-        raw_text, encoding = decode_bytes(_read_bytes(file), str(file))
-        text, dropped = normalize_text(raw_text, advert_pattern=advert_pattern, max_advert_line=max_advert_line)
+        text, encoding, dropped = _read_document(file, advert_pattern, max_advert_line)
         name = file.relative_to(base).as_posix() if file.is_relative_to(base) else file.name
         if not text:
             logger.warning("%s: no text after removing adverts and blank lines; skipped", name)
@@ -313,10 +341,16 @@ def split_documents(texts: list[str], *, valid_fraction: float = 0.05, test_frac
 
 
 def corpus_fingerprint(texts: list[str]) -> str:
-    """SHA-256 hex digest of the texts in order; each is length-prefixed, so no two lists collide."""
+    """SHA-256 hex digest of the texts in order; each is length-prefixed, so no two lists collide.
+
+    Texts are encoded a slice at a time, so a corpus of gigabytes is never copied whole.
+    """
     digest = hashlib.sha256(len(texts).to_bytes(8, "little"))
     for text in texts:
-        data = text.encode("utf-8", "surrogatepass")
-        digest.update(len(data).to_bytes(8, "little"))
-        digest.update(data)
+        digest.update(len(text).to_bytes(8, "little"))
+        for start in range(0, len(text), _HASH_SLICE):
+            digest.update(text[start:start + _HASH_SLICE].encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
+
+
+_HASH_SLICE = 1 << 20

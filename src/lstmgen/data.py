@@ -12,7 +12,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -40,58 +40,140 @@ class Segmented:
     """The splits of a corpus as one type table plus an int32 array of type ids per split."""
 
     types: list[str]  # distinct surface tokens, in first-seen order
-    splits: dict[str, np.ndarray]  # split name -> int32 ids into ``types``; may be memory-mapped
+    splits: dict[str, np.ndarray]  # split name -> int32 ids into ``types``; memory-mapped when loaded
 
     def type_counts(self, split: str = "train") -> np.ndarray:
         """How often each type occurs in ``split``, as an int64 array of len(types)."""
-        return np.bincount(self.splits[split], minlength=len(self.types))
+        counts = np.zeros(len(self.types), dtype=np.int64)
+        ids = self.splits[split]
+        for start in range(0, len(ids), CHUNK_TOKENS):  # in chunks: a memory-mapped split stays on disk
+            counts += np.bincount(ids[start:start + CHUNK_TOKENS], minlength=len(self.types))
+        return counts
 
 
-def cache_key(texts: dict[str, list[str]], settings: dict) -> str:
-    """A content hash of every split's text and of the segmenter's settings."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, ensure_ascii=False).encode())
-    for name in sorted(texts):
-        digest.update(f"\x00split:{name}:{len(texts[name])}\x00".encode())
-        for text in texts[name]:
-            digest.update(f"\x00doc:{len(text)}\x00".encode())
-            digest.update(text.encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()[:32]
+def cache_key(fingerprint: str, settings: dict) -> str:
+    """The cache folder's name: the corpus text's fingerprint and the segmenter's settings."""
+    payload = json.dumps({"text": fingerprint, **settings}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-def build_segmented(pieces: dict[str, list[list[str]]]) -> Segmented:
-    """Number the token types of already-tokenised documents, split by split.
+CHUNK_CHARS = 1 << 22  # text segmented per call: bounds memory for corpora of any size
+CHUNK_TOKENS = 1 << 24  # ids mapped per numpy call
 
-    Documents of one split are joined with a "\\n" token, as the paragraphs inside them are.
+
+class SegmentWriter:
+    """Numbers token types and appends each split's type ids to a file, a chunk at a time.
+
+    Memory stays bounded by the chunk size and the type table, whatever the corpus size. Documents
+    of one split are joined with a "\n" token, as the paragraphs inside them are.
     """
-    index: dict[str, int] = {}
-    arrays: dict[str, np.ndarray] = {}
-    for name, docs in pieces.items():
-        stream: list[str] = []
-        for i, tokens in enumerate(docs):
-            if i and tokens:
-                stream.append("\n")
-            stream.extend(tokens)
-        for token in stream:
-            if token not in index:
-                index[token] = len(index)
-        arrays[name] = np.fromiter((index[t] for t in stream), dtype=np.int32, count=len(stream))
-    return Segmented(types=list(index), splits=arrays)
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.index: dict[str, int] = {}
+        self.types: list[str] = []
+        self._code_ids = np.full(0x110000, -1, dtype=np.int32)  # code point -> type id (char fast path)
+        self._files: dict[str, Any] = {}
+
+    def _type_id(self, token: str) -> int:
+        idx = self.index.get(token)
+        if idx is None:
+            idx = self.index[token] = len(self.types)
+            self.types.append(token)
+            if len(token) == 1:
+                self._code_ids[ord(token)] = idx
+        return idx
+
+    def _write(self, split: str, ids: np.ndarray) -> None:
+        if split not in self._files:
+            self._files[split] = open(self.folder / f"{split}.bin", "wb")
+        self._files[split].write(np.ascontiguousarray(ids, dtype=np.int32).tobytes())
+
+    def add_tokens(self, split: str, tokens: list[str]) -> None:
+        index, new = self.index, self._type_id
+        self._write(split, np.fromiter((index[t] if t in index else new(t) for t in tokens),
+                                       dtype=np.int32, count=len(tokens)))
+
+    def add_characters(self, split: str, text: str) -> None:
+        """Every character a token, mapped without a Python loop over the text."""
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        for code in np.unique(codes[self._code_ids[codes] < 0]):
+            self._type_id(chr(code))
+        self._write(split, self._code_ids[codes])
+
+    def open_split(self, split: str) -> None:
+        """Make sure a split has a file even when it holds no text."""
+        if split not in self._files:
+            self._files[split] = open(self.folder / f"{split}.bin", "wb")
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        with open(self.folder / "types.json", "w", encoding="utf-8") as f:
+            json.dump(self.types, f, ensure_ascii=False)
 
 
-def save_segmented(seg: Segmented, folder: Path) -> None:
-    """Write the cache atomically: a half-written cache folder is never taken for a whole one."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    with open(tmp / "types.json", "w", encoding="utf-8") as f:
-        json.dump(seg.types, f, ensure_ascii=False)
-    for name, ids in seg.splits.items():
-        np.save(tmp / f"{name}.npy", np.ascontiguousarray(ids, dtype=np.int32))
+def segment_texts(texts: dict[str, list[str]], tokenize_many: Any, folder: Path, *, characters: bool,
+                  workers: int = 0) -> None:
+    """Segment every split into ``folder`` (types.json + one int32 .bin per split), chunk by chunk.
+
+    Args:
+        tokenize_many: the tokenizer's ``tokenize_many``; text is cut only at newlines, which every
+            tokenizer turns into a "\n" token, so chunking changes nothing in the result.
+        characters: every character is a token (the char tokenizer): take the vectorised path.
+    """
+    writer = SegmentWriter(folder)
     try:
-        os.replace(tmp, folder)
-    except OSError:  # another process won the race; its cache is as good as ours
-        for p in tmp.iterdir():
-            p.unlink()
-        tmp.rmdir()
+        for split, docs in texts.items():
+            writer.open_split(split)
+            first = True
+            for doc in docs:
+                if not doc:
+                    continue
+                if not first:
+                    writer.add_tokens(split, ["\n"])
+                first = False
+                if characters:
+                    for start in range(0, len(doc), CHUNK_CHARS):
+                        writer.add_characters(split, doc[start:start + CHUNK_CHARS])
+                    continue
+                pieces = _chunks(doc, CHUNK_CHARS)
+                for batch_start in range(0, len(pieces), 4):
+                    batch = pieces[batch_start:batch_start + 4]
+                    for (after_newline, _), tokens in zip(batch, tokenize_many([p for _, p in batch], workers=workers)):
+                        if after_newline:
+                            writer.add_tokens(split, ["\n"])
+                        writer.add_tokens(split, tokens)
+    finally:
+        writer.close()
+
+
+def _chunks(text: str, size: int) -> list[tuple[bool, str]]:
+    """Cut ``text`` into pieces of about ``size`` characters, at newlines where possible.
+
+    Returns (whether a dropped newline precedes the piece, piece). Only a text with no newline
+    within reach (a file without line breaks) is cut mid-line, and only there can a cut split a word.
+    """
+    pieces = []
+    start, after_newline = 0, False
+    while len(text) - start > size:
+        cut = text.rfind("\n", start, start + size + 1)
+        if cut < start:
+            pieces.append((after_newline, text[start:start + size]))
+            start, after_newline = start + size, False
+        else:
+            pieces.append((after_newline, text[start:cut]))
+            start, after_newline = cut + 1, True
+    pieces.append((after_newline, text[start:]))
+    return pieces
+
+
+def open_ids(path: Path) -> np.ndarray:
+    """A raw int32 file, memory-mapped read-only (an empty file gives an empty array)."""
+    if path.stat().st_size == 0:
+        return np.zeros(0, dtype=np.int32)
+    return np.memmap(path, dtype=np.int32, mode="r")
 
 
 def load_segmented(folder: Path) -> Optional[Segmented]:
@@ -99,37 +181,58 @@ def load_segmented(folder: Path) -> Optional[Segmented]:
     try:
         with open(folder / "types.json", encoding="utf-8") as f:
             types = json.load(f)
-        splits = {p.stem: np.load(p, mmap_mode="r") for p in sorted(folder.glob("*.npy"))}
+        splits = {p.stem: open_ids(p) for p in sorted(folder.glob("*.bin"))}
     except (OSError, ValueError):
         return None
-    if not splits or any(a.dtype != np.int32 for a in splits.values()):
+    if not splits:
         return None
     return Segmented(types=types, splits=splits)
 
 
-def remap(type_ids: np.ndarray, table: list[list[int]]) -> np.ndarray:
+def publish(tmp: Path, folder: Path) -> None:
+    """Rename a finished temporary folder into place; if another process won the race, keep theirs."""
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remap(type_ids: np.ndarray, table: list[list[int]], out: Optional[Path] = None) -> np.ndarray:
     """Replace every type id by a (possibly empty or multi-token) run of vocabulary ids.
 
     Args:
-        type_ids: (N,) int32 ids into the type table.
+        type_ids: (N,) int32 ids into the type table (may be memory-mapped).
         table: for each type, the vocabulary ids it becomes (a word spelled out in characters
             becomes several).
+        out: write the result to this raw int32 file and return it memory-mapped, so a corpus
+            larger than memory never has to fit in it; None: return an in-memory array.
 
     Returns:
         (M,) int32 vocabulary ids.
     """
     lengths = np.fromiter((len(t) for t in table), dtype=np.int64, count=len(table))
-    if lengths.size and (lengths == 1).all():  # the common case: one token per type
-        flat = np.fromiter((t[0] for t in table), dtype=np.int32, count=len(table))
-        return flat[type_ids]
     flat = np.fromiter((i for t in table for i in t), dtype=np.int32, count=int(lengths.sum()))
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    run_lengths = lengths[type_ids]
-    total = int(run_lengths.sum())
-    # position k of the output belongs to input token j = owner[k], at offset k - first[j] within its run
-    owner = np.repeat(np.arange(len(type_ids)), run_lengths)
-    first = np.cumsum(run_lengths) - run_lengths
-    return flat[starts[type_ids][owner] + (np.arange(total) - first[owner])]
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    one_to_one = bool(lengths.size) and bool((lengths == 1).all())
+
+    def convert(chunk: np.ndarray) -> np.ndarray:
+        if one_to_one:  # the common case: one token per type
+            return flat[chunk]
+        run_lengths = lengths[chunk]
+        total = int(run_lengths.sum())
+        # output position k belongs to input token j = owner[k], at offset k - first[j] in its run
+        owner = np.repeat(np.arange(len(chunk)), run_lengths)
+        first = np.cumsum(run_lengths) - run_lengths
+        return flat[starts[chunk][owner] + (np.arange(total) - first[owner])]
+
+    if out is None:
+        return convert(np.asarray(type_ids))
+    with open(out, "wb") as f:
+        for start in range(0, len(type_ids), CHUNK_TOKENS):
+            f.write(convert(np.asarray(type_ids[start:start + CHUNK_TOKENS])).astype(np.int32).tobytes())
+    return open_ids(out)
 
 
 # ---------------------------------------------------------------------------------------------

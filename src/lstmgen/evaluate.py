@@ -59,13 +59,19 @@ def nll_sums(
     seq_len: int,
     device: torch.device,
     amp: str = "off",
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[float, int, int]:
     """Total NLL (nats), tokens scored and <unk> tokens scored over a whole stream.
 
     The stream is laid into ``batch_size`` padded rows so every token but the first is scored,
-    with the state carried from window to window as in training.
+    with the state carried from window to window as in training. With ``world_size`` processes,
+    this one scores rows rank, rank + world_size, ...: the sums over all ranks are then exactly
+    those of one process.
     """
-    grid = batchify_padded(ids, batch_size)
+    grid = batchify_padded(ids, batch_size)[rank::world_size]
+    if grid.shape[0] == 0:  # fewer rows than processes
+        return 0.0, 0, 0
     was_training = model.training
     model.eval()
     state = None
@@ -101,17 +107,17 @@ def score_ids(
     Args:
         max_tokens: score only the first this many tokens (0: all); the character count is
             scaled by the same share, so bits per character stay comparable.
-        rank, world_size: with several processes, each scores one contiguous shard and the sums
-            are all-reduced, so every rank gets the same Score.
+        rank, world_size: with several processes, each scores its share of the rows and the sums
+            are all-reduced, so every rank gets the same Score, the one a single process gets.
     """
     device = device or next(model.parameters()).device
     if max_tokens and len(ids) > max_tokens:
         characters = max(1, round(characters * max_tokens / len(ids)))
         ids = ids[:max_tokens]
-    shard = np.array_split(np.asarray(ids), world_size)[rank] if world_size > 1 else ids
     nll, tokens, unknown = 0.0, 0, 0
-    if len(shard) >= 2:
-        nll, tokens, unknown = nll_sums(model, shard, batch_size=batch_size, seq_len=seq_len, device=device, amp=amp)
+    if len(ids) >= 2:
+        nll, tokens, unknown = nll_sums(model, ids, batch_size=batch_size, seq_len=seq_len, device=device, amp=amp,
+                                        rank=rank, world_size=world_size)
     if world_size > 1:
         import torch.distributed as dist
 
@@ -119,6 +125,6 @@ def score_ids(
                             device=device if device.type == "cuda" else "cpu")
         dist.all_reduce(sums)
         nll, tokens, unknown = float(sums[0]), int(sums[1]), int(sums[2])
-    # the first token of each shard has no context and is not scored: drop its characters (about 1)
-    lost = round(characters / max(len(ids), 1) * world_size)
+    # the first token has no context and is not scored: drop its characters (about 1)
+    lost = round(characters / max(len(ids), 1))
     return Score(tokens=tokens, characters=max(1, characters - lost), nll=nll, unknown=unknown)

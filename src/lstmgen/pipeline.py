@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +15,8 @@ import numpy as np
 
 from lstmgen.config import DataConfig, TokenizerConfig
 from lstmgen.corpus import corpus_fingerprint, read_corpus, split_documents
-from lstmgen.data import Segmented, build_segmented, cache_key, default_cache_dir, load_segmented, remap, save_segmented
+from lstmgen.data import (Segmented, cache_key, default_cache_dir, load_segmented, open_ids, publish, remap,
+                          segment_texts)
 from lstmgen.errors import LstmgenError
 from lstmgen.tokenizers import Tokenizer, build_tokenizer
 from lstmgen.vocab import Vocab
@@ -67,30 +71,41 @@ def segmenter_for(config: TokenizerConfig) -> tuple[Tokenizer, dict]:
     """
     kind = "word" if config.tokenizer in ("word", "hybrid") else config.tokenizer
     base = build_tokenizer(TokenizerConfig(tokenizer=kind, user_dict=config.user_dict, workers=config.workers))
-    settings = {"segmenter": kind, "backend": getattr(base, "backend", kind), "format": 1}
+    settings = {"segmenter": kind, "backend": getattr(base, "backend", kind), "format": 2}
     if config.user_dict:
         settings["user_dict"] = Path(config.user_dict).read_bytes().decode("utf-8", "replace")
     return base, settings
 
 
-def segment(texts: dict[str, list[str]], config: TokenizerConfig, cache_dir: Optional[Path] = None) -> Segmented:
+def split_fingerprint(texts: dict[str, list[str]]) -> str:
+    """One hash of the three splits' text: the run's corpus fingerprint and the cache's key."""
+    return corpus_fingerprint([f"{name}:{len(texts[name])}" for name in SPLITS] +
+                              [t for name in SPLITS for t in texts[name]])
+
+
+def segment(texts: dict[str, list[str]], config: TokenizerConfig, cache_dir: Optional[Path] = None,
+            fingerprint: Optional[str] = None) -> Segmented:
     """Segment every split, or load the segmentation cached for this exact text and settings."""
     base, settings = segmenter_for(config)
-    folder = Path(cache_dir or default_cache_dir()) / "tokens" / cache_key(texts, settings)
+    key = cache_key(fingerprint or split_fingerprint(texts), settings)
+    folder = Path(cache_dir or default_cache_dir()) / "tokens" / key
     cached = load_segmented(folder)
     if cached is not None:
         logger.info("segmentation: cached (%s)", folder)
         return cached
     start = time.perf_counter()
-    pieces = {name: base.tokenize_many(docs, workers=config.workers) for name, docs in texts.items()}
-    seg = build_segmented(pieces)
-    logger.info("segmentation: %d types, %.1fs; cached in %s", len(seg.types), time.perf_counter() - start, folder)
     try:
-        save_segmented(seg, folder)
-        return load_segmented(folder) or seg
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     except OSError as err:
-        logger.warning("could not write the token cache (%s); going on without it", err)
-        return seg
+        raise LstmgenError(f"cannot write the token cache under {folder.parent} ({err}); set LSTMGEN_CACHE")
+    segment_texts(texts, base.tokenize_many, tmp, characters=base.kind == "char", workers=config.workers)
+    publish(tmp, folder)
+    seg = load_segmented(folder)
+    if seg is None:
+        raise LstmgenError(f"{folder}: the token cache is damaged; delete that folder and run again")
+    logger.info("segmentation: %d types, %.1fs; cached in %s", len(seg.types), time.perf_counter() - start, folder)
+    return seg
 
 
 def expand_types(types: list[str], tokenizer: Tokenizer) -> list[list[str]]:
@@ -131,8 +146,11 @@ def prepare(path: Union[str, Path], data: DataConfig, tok: TokenizerConfig, *,
     start = time.perf_counter()
     texts, described = split_corpus(path, data)
     seconds["read"] = time.perf_counter() - start
+    fingerprint = split_fingerprint(texts)
+    characters = {name: sum(map(len, texts[name])) + max(len(texts[name]) - 1, 0) for name in SPLITS}
     start = time.perf_counter()
-    seg = segment(texts, tok, cache_dir)
+    seg = segment(texts, tok, cache_dir, fingerprint)
+    del texts  # from here on only token ids are needed: a big corpus's text need not stay in memory
     seconds["segment"] = time.perf_counter() - start
     start = time.perf_counter()
     if vocab is None or tokenizer is None:
@@ -141,14 +159,28 @@ def prepare(path: Union[str, Path], data: DataConfig, tok: TokenizerConfig, *,
     else:
         expansions = expand_types(seg.types, tokenizer)
     table = [[vocab.token_to_id(t) for t in tokens] for tokens in expansions]
-    ids = {name: remap(seg.splits.get(name, np.zeros(0, np.int32)), table) for name in SPLITS}
+    ids = encode_cached(seg, table, vocab, tokenizer)
     seconds["encode"] = time.perf_counter() - start
-    characters = {name: sum(map(len, texts[name])) + max(len(texts[name]) - 1, 0) for name in SPLITS}
-    fingerprint = corpus_fingerprint([t for name in SPLITS for t in texts[name]])
     logger.info("vocabulary %d tokens; train %d tokens, valid %d, test %d",
                 len(vocab), len(ids["train"]), len(ids["valid"]), len(ids["test"]))
     return PreparedData(tokenizer=tokenizer, vocab=vocab, ids=ids, characters=characters,
                         fingerprint=fingerprint, documents=described, seconds=seconds)
+
+
+def encode_cached(seg: Segmented, table: list[list[int]], vocab: Vocab, tokenizer: Tokenizer) -> dict[str, np.ndarray]:
+    """Vocabulary ids of every split, memory-mapped from files beside the segmentation cache."""
+    key = hashlib.sha256(json.dumps([vocab.tokens, tokenizer.to_dict()], ensure_ascii=False).encode()).hexdigest()[:16]
+    split_file = next(iter(seg.splits.values()))
+    home = Path(getattr(split_file, "filename", "") or "").parent
+    if not home.name:  # an in-memory segmentation: nothing to cache next to
+        return {name: remap(seg.splits.get(name, np.zeros(0, np.int32)), table) for name in SPLITS}
+    folder = home / f"ids-{key}"
+    if not all((folder / f"{name}.bin").exists() for name in SPLITS):
+        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=home))
+        for name in SPLITS:
+            remap(seg.splits.get(name, np.zeros(0, np.int32)), table, out=tmp / f"{name}.bin")
+        publish(tmp, folder)
+    return {name: open_ids(folder / f"{name}.bin") for name in SPLITS}
 
 
 def encode_text(texts: list[str], tokenizer: Tokenizer, vocab: Vocab, workers: int = 0) -> np.ndarray:

@@ -1,0 +1,180 @@
+"""Data-parallel training as users launch it: torchrun, two CPU processes over gloo, 127.0.0.1 only.
+
+The reference is one process trained on the same global batch laid out the same way: two ranks
+with --batch-size 2 must end with the weights of one process with --batch-size 4.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from conftest import make_text
+from lstmgen import distributed as dist_utils
+from lstmgen.cli import main
+from lstmgen.runs import WEIGHTS, load_latest_state, load_run, load_state, read_metrics
+
+EPOCHS = 4  # 55 steps per epoch on this corpus: long enough to be stopped half-way
+COMMON = ["--preset", "tiny", "--dropout", "0", "--seed", "3", "--epochs", str(EPOCHS), "--device", "cpu"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """``torchrun --nproc-per-node 2 -m lstmgen ARGS`` on this machine's loopback only."""
+    port = free_port()
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--rdzv-backend", "c10d",
+               "--rdzv-endpoint", f"127.0.0.1:{port}", "--local-addr", "127.0.0.1", "-m", "lstmgen", *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 90) -> tuple[str, str]:
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:  # a deadlock: take the whole launch down, then fail
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout}s (ranks deadlocked?)\n{err[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("corpus")
+    (folder / "a.txt").write_text(make_text(1, 60), encoding="utf-8")
+    (folder / "b.txt").write_text(make_text(2, 60), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def two_process_run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two ranks, stopped by SIGTERM to torchrun half-way, then resumed to the end with torchrun."""
+    root = tmp_path_factory.mktemp("ddp")
+    run = root / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+    env.update(LSTMGEN_CACHE=str(root / "cache"), OMP_NUM_THREADS="1")
+
+    first = torchrun(["train", str(corpus), "--out", str(run), "--batch-size", "2", *COMMON], env)
+    deadline = time.monotonic() + 60
+    while not read_metrics(run) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the first evaluation (step 55) is written: training is under way
+    os.kill(first.pid, signal.SIGTERM)  # what a cluster scheduler does: torchrun passes it to every rank
+    first_out, first_err = finish(first)
+    stopped = load_latest_state(run)
+
+    second = torchrun(["train", "--resume", str(run)], env)
+    out, err = finish(second)
+    return {"run": run, "first_err": first_err, "stopped": stopped, "returncode": second.returncode,
+            "out": out, "err": err}
+
+
+def test_two_processes_train_what_one_process_trains_on_the_global_batch(two_process_run: dict, corpus: Path,
+                                                                         tmp_path: Path):
+    run, stopped = two_process_run["run"], two_process_run["stopped"]
+    assert two_process_run["returncode"] == 0, two_process_run["err"][-3000:]
+    # the stop came half-way, and every rank's LSTM state was saved in the layout of one process
+    assert stopped is not None and 0 < stopped["step"] < EPOCHS * 55, two_process_run["first_err"][-3000:]
+    assert stopped["world_size"] == 2 and stopped["hidden"][0].shape == (1, 4, 32)
+
+    single = tmp_path / "single"
+    threads = torch.get_num_threads()
+    try:  # one thread, as each rank had: faster on a busy machine, and the same arithmetic
+        assert main(["train", str(corpus), "--out", str(single), "--batch-size", "4", "--threads", "1", *COMMON]) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+    mine, reference = load_state(run), load_state(single)
+    assert mine["step"] == reference["step"] == EPOCHS * 55
+    for name, tensor in reference["model"].items():
+        assert torch.allclose(mine["model"][name], tensor, rtol=1e-4, atol=1e-5), name
+    # what was logged is the global batch's: train loss, and validation scored as one process scores it
+    ours, theirs = read_metrics(run), read_metrics(single)
+    assert [r.get("step") for r in ours] == [r.get("step") for r in theirs]  # each record once: rank 0 alone writes
+    for a, b in zip(ours, theirs):
+        for key in ("train_loss", "valid_perplexity", "valid_bits_per_char", "test_perplexity"):
+            if key in b:
+                assert a[key] == pytest.approx(b[key], rel=1e-4), (a["step"], key)
+
+
+def test_the_console_shows_each_line_once(two_process_run: dict):
+    err, out = two_process_run["err"], two_process_run["out"]
+    assert err.count("resuming") == 1 and err.count("test: perplexity") == 1  # rank 1 logs warnings only
+    assert out.count("run: ") == 1 and "best valid" in out  # one summary, from rank 0
+    assert "terminate called" not in err and "Traceback" not in err
+    assert two_process_run["first_err"].count("stopped; state saved") == 1
+
+
+def test_a_distributed_run_loads_on_one_cpu_and_resumes_only_with_its_world_size(two_process_run: dict, capsys):
+    run = two_process_run["run"]
+    loaded = load_run(run)
+    assert not any(k.startswith("module.") for k in loaded.model.state_dict())
+    from safetensors import safe_open
+
+    with safe_open(str(run / WEIGHTS), framework="pt") as f:
+        assert not any(k.startswith("module.") for k in f.keys())
+    assert main(["eval", str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["perplexity"] == pytest.approx(read_metrics(run)[-1]["test_perplexity"], rel=1e-5)
+    assert main(["generate", str(run), "--prompt", "郭靖", "--length", "20", "--seed", "1"]) == 0
+    assert capsys.readouterr().out.startswith("郭靖")
+
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "was trained on 2 processes" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ the agreements alone
+
+
+def _agreement_worker(rank: int, port: int, results: "mp.Queue") -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist_utils.init_from_env()
+    try:
+        hidden = (torch.full((1, 2, 3), float(rank)), torch.full((1, 2, 3), 10.0 + rank))
+        rows = dist_utils.gather_rows(hidden)
+        results.put((rank, {
+            # rank 1 alone reached the time budget / caught SIGTERM: both must stop
+            "flag": dist_utils.agree(rank == 1, signal.SIGTERM if rank == 1 else None),
+            "clock": dist_utils.max_over_ranks(1.5 + rank),
+            "loss": dist_utils.mean_over_ranks(torch.tensor([[1.0 + 2 * rank, float("nan") if rank else 0.0]])).tolist(),
+            "zero": dist_utils.rank_zero_decides(rank == 0),
+            "rows": rows[0][0, :, 0].tolist(),
+            "own": torch.equal(dist_utils.own_rows(rows, rank=rank, batch_size=2, device=torch.device("cpu"))[1],
+                               hidden[1]),
+        }))
+    finally:
+        dist_utils.finish()
+
+
+def test_ranks_that_see_different_things_reach_the_same_decision():
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    port = free_port()
+    processes = [context.Process(target=_agreement_worker, args=(rank, port, results)) for rank in range(2)]
+    for p in processes:
+        p.start()
+    answers = dict(results.get(timeout=60) for _ in processes)
+    for p in processes:
+        p.join(timeout=30)
+    for answer in answers.values():
+        assert answer["flag"] == (True, signal.SIGTERM)
+        assert answer["clock"] == 2.5
+        assert answer["loss"][0][0] == 2.0 and answer["loss"][0][1] != answer["loss"][0][1]  # mean; NaN spreads
+        assert answer["zero"] is True
+        assert answer["rows"] == [0.0, 0.0, 1.0, 1.0]  # rank 0's rows, then rank 1's
+        assert answer["own"] is True
