@@ -47,3 +47,20 @@ def tiny_corpus(tmp_path: Path) -> Path:
     (folder / "神雕.txt").write_bytes(gbk.encode("gb18030"))
     (folder / "inf.txt").write_text("射雕，神雕", encoding="utf-8")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run trained once per test session (tiny preset, two epochs of a 120-paragraph novel beside it).
+
+    Tests only read it: generation, serving and evaluation never write into a run directory.
+    """
+    from lstmgen.cli import main
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    (root / "novel.txt").write_text(make_text(1, 120), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:  # the autouse private cache is per test; this is per session
+        patch.setenv("LSTMGEN_CACHE", str(root / "cache"))
+        assert main(["train", str(root / "novel.txt"), "--out", str(root / "run"), "--preset", "tiny",
+                     "--epochs", "2", "--seed", "3"]) == 0
+    return root / "run"

@@ -103,3 +103,31 @@ def test_bad_sampling_options_are_refused(trained: Path, capsys):
     for extra in (["--length", "0"], ["--temperature", "-1"], ["--top-p", "1.5"], ["--prompt", "   "]):
         assert main(["generate", str(trained), *extra]) == 2, extra
         assert "error" in capsys.readouterr().err
+
+
+def test_explicit_valid_and_test_files_replace_the_split(tiny_corpus: Path, tmp_path: Path):
+    from conftest import make_text
+
+    valid, test = tmp_path / "valid.txt", tmp_path / "test.txt"
+    valid.write_text(make_text(7, 5), encoding="utf-8")
+    test.write_text(make_text(8, 3), encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_corpus / "射雕.txt"), "--out", str(run), *TINY, "--epochs", "1",
+                 "--valid", str(valid), "--test", str(test)]) == 0
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    assert config["split_characters"]["valid"] == len(make_text(7, 5))
+    assert config["split_characters"]["test"] == len(make_text(8, 3))
+    whole = len((tiny_corpus / "射雕.txt").read_text(encoding="utf-8"))
+    assert config["split_characters"]["train"] == whole  # nothing of the novel is held out
+
+
+def test_tensorboard_logs_every_evaluation(tiny_corpus: Path, tmp_path: Path):
+    pytest.importorskip("torch.utils.tensorboard", reason="the tensorboard package is in the test extra")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_corpus), "--out", str(run), *TINY, "--tensorboard"]) == 0
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    valid = events.Scalars("valid_bits_per_char")
+    assert len(valid) == len([r for r in read_metrics(run) if "valid_bits_per_char" in r]) >= 2

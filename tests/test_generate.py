@@ -1,21 +1,29 @@
-import math
 
 import torch
 
-from lstmgen.generate import _banned_by_ngrams, filter_logits, sample_next
+from lstmgen.generate import _banned_by_ngrams, candidates, sample_next
 
 
 def test_top_k_keeps_the_k_likeliest():
-    logits = torch.tensor([[1.0, 5.0, 3.0, 4.0]])
-    kept = filter_logits(logits, top_k=2)
-    assert torch.isinf(kept).tolist() == [[True, False, True, False]]
+    probs, ids = candidates(torch.tensor([[1.0, 5.0, 3.0, 4.0]]), top_k=2)
+    assert ids.tolist() == [[1, 3]]
+    assert torch.allclose(probs, torch.softmax(torch.tensor([[5.0, 4.0]]), -1))
 
 
 def test_top_p_keeps_the_smallest_nucleus():
-    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
-    kept = filter_logits(probs.log(), top_p=0.8)
-    assert torch.isinf(kept).tolist() == [[False, False, True, True]]
-    assert not torch.isinf(filter_logits(probs.log(), top_p=0.01))[0, 0]  # the top token always stays
+    p = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    probs, ids = candidates(p.log(), top_p=0.8)
+    assert ids.tolist() == [[0, 1, 2, 3]] and (probs > 0).tolist() == [[True, True, False, False]]
+    probs, _ = candidates(p.log(), top_p=0.01)
+    assert (probs > 0).tolist() == [[True, False, False, False]]  # the top token always stays
+
+
+def test_sampling_draws_only_candidates_in_proportion():
+    logp = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]]).repeat(4000, 1), -1)
+    draws = sample_next(logp, temperature=1.0, top_k=3, top_p=1.0, generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(draws, minlength=5).float() / len(draws)
+    assert counts[3] == 0 and counts[4] == 0
+    assert torch.allclose(counts[:3], torch.softmax(torch.tensor([2.0, 1.0, 0.5]), -1), atol=0.03)
 
 
 def test_greedy_at_temperature_zero_and_seeded_sampling_repeats():

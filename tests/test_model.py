@@ -49,3 +49,14 @@ def test_state_carries_across_windows_like_one_long_window():
     first, state = model.features(x[:, :4])
     second, _ = model.features(x[:, 4:], state)
     assert torch.allclose(torch.cat([first, second], 1), whole, atol=1e-6)
+
+
+def test_adaptive_cutoffs_follow_the_vocabulary_size():
+    from lstmgen.model import adaptive_cutoffs
+
+    auto = ModelConfig(output="adaptive")
+    assert adaptive_cutoffs(auto, 6314) == [500, 2000]  # characters
+    assert adaptive_cutoffs(auto, 33278) == [2000, 10000]  # WikiText-2 words
+    assert adaptive_cutoffs(auto, 136729) == [2000, 10000, 50000]  # the seed's jieba words
+    assert adaptive_cutoffs(auto, 40) == [39]  # a tiny vocabulary still builds
+    assert adaptive_cutoffs(ModelConfig(output="adaptive", adaptive_cutoffs="100,300"), 1000) == [100, 300]

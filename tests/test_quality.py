@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_text
 from lstmgen.cli import main
 from lstmgen.quality import distinct_n, longest_copy, repetition_rate, text_quality
 from lstmgen.tokenizers import CharTokenizer
@@ -57,12 +56,8 @@ def test_text_quality_averages_over_texts_and_keeps_the_longest_copy():
     assert text_quality(texts, CharTokenizer())["sample_longest_copy_chars"] == 0  # no source, no copy
 
 
-def test_eval_samples_measures_generated_text_against_the_training_text(tmp_path: Path, capsys):
-    corpus = tmp_path / "novel.txt"
-    corpus.write_text(make_text(1, 120), encoding="utf-8")
-    run = tmp_path / "run"
-    assert main(["train", str(corpus), "--out", str(run), "--preset", "tiny", "--epochs", "2", "--seed", "3"]) == 0
-    capsys.readouterr()
+def test_eval_samples_measures_generated_text_against_the_training_text(tiny_run_dir: Path, capsys):
+    corpus, run = tiny_run_dir.parent / "novel.txt", tiny_run_dir
     assert main(["eval", str(run), "--samples", "3", "--sample-length", "80", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     for key in ("sample_distinct_1", "sample_distinct_2", "sample_repetition_rate"):

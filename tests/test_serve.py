@@ -15,20 +15,13 @@ pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is not installe
 import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest import make_text  # noqa: E402
 from lstmgen.cli import main  # noqa: E402
 from lstmgen.serve import MAX_BODY_BYTES, MAX_WAITING, create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("serve")
-    (root / "novel.txt").write_text(make_text(1, 120), encoding="utf-8")
-    with pytest.MonkeyPatch.context() as patch:  # the autouse private cache is per test; this is per module
-        patch.setenv("LSTMGEN_CACHE", str(root / "cache"))
-        assert main(["train", str(root / "novel.txt"), "--out", str(root / "run"), "--preset", "tiny",
-                     "--epochs", "2", "--seed", "3"]) == 0
-    return root / "run"
+def trained(tiny_run_dir: Path) -> Path:
+    return tiny_run_dir
 
 
 @pytest.fixture(scope="module")

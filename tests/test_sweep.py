@@ -71,8 +71,8 @@ def test_every_combination_is_trained_measured_and_tabled(finished: Path):
         assert 0 <= float(row["clip_fraction"]) <= 1
         gap = float(row["valid_nll_per_token"]) - float(row["train_nll_per_token"])
         assert float(row["generalisation_gap"]) == pytest.approx(gap)
-        sample = (run / "sample.txt").read_text(encoding="utf-8").strip()
-        assert len(sample) == 30 and "<unk>" not in sample
+        sample = (run / "sample.txt").read_text(encoding="utf-8")
+        assert sample.endswith("\n") and len(sample[:-1]) == 30 and "<unk>" not in sample  # the text, then a newline
     with open(finished / "curves.csv", encoding="utf-8") as f:
         curves = list(csv.DictReader(f))
     assert {c["run"] for c in curves} == set(RUNS) and all(float(c["valid_bits_per_char"]) > 0 for c in curves)

@@ -193,3 +193,34 @@ def test_a_tokenizer_saved_with_another_segmenter_loads_with_a_warning(caplog) -
         loaded = tokenizer_from_dict(data)
     assert loaded.tokenize("令狐冲喝了一碗酒") == WordTokenizer(backend="jieba").tokenize("令狐冲喝了一碗酒")
     assert "segments with rjieba" in caplog.text
+
+
+def test_fast_segmentation_gives_jiebas_words_on_the_four_novels() -> None:
+    """rjieba (what a first run segments with) against jieba itself, line by line, on real novels."""
+    from pathlib import Path
+
+    from lstmgen.corpus import read_corpus
+
+    if not HAVE_RJIEBA:
+        pytest.skip("rjieba is not installed: segmentation is jieba's own")
+    novels = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "sidamingzhu"
+    if not novels.is_dir():
+        pytest.skip(f"{novels} is not here")
+    lines = [line for doc in read_corpus(novels) for line in doc.text.split("\n")]
+    fast = WordTokenizer(backend="rjieba").tokenize_many(["\n".join(lines)], workers=1)[0]
+    slow = WordTokenizer(backend="jieba").tokenize_many(["\n".join(lines)], workers=2)[0]
+
+    def by_line(tokens: list[str]) -> list[tuple[str, ...]]:
+        out, line = [], []
+        for token in tokens + ["\n"]:
+            if token == "\n":
+                out.append(tuple(line))
+                line = []
+            else:
+                line.append(token)
+        return out
+
+    fast_lines, slow_lines = by_line(fast), by_line(slow)
+    assert len(fast_lines) == len(slow_lines) == len(lines) > 14000
+    same = sum(a == b for a, b in zip(fast_lines, slow_lines))
+    assert same / len(lines) >= 0.999

@@ -43,6 +43,10 @@ def _field_help(kind: type) -> dict[str, str]:
     return helps
 
 
+# Short names the issue tracker and users ask for, beside the field-named flags.
+FLAG_ALIASES = {"valid_path": ["--valid"], "test_path": ["--test"]}
+
+
 def add_dataclass_flags(parser: argparse.ArgumentParser, kind: type, *, prefix: str = "",
                         defaults_none: bool = True) -> None:
     """One ``--field-name`` flag per field; defaults are None so that presets can fill them."""
@@ -52,9 +56,13 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, kind: type, *, prefix: 
     for f in dataclasses.fields(kind):
         hint = hints[f.name]
         base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
-        flag = "--" + prefix + f.name.replace("_", "-")
+        flags = ["--" + prefix + f.name.replace("_", "-")] + FLAG_ALIASES.get(f.name, [])
         default = None if defaults_none else f.default
-        group.add_argument(flag, dest=f.name, type=base if base in (int, float, str) else str, default=default,
+        if base is bool:  # a switch: given means True, left out means the preset's value
+            group.add_argument(*flags, dest=f.name, action="store_const", const=True, default=default,
+                               help=helps.get(f.name, ""))
+            continue
+        group.add_argument(*flags, dest=f.name, type=base if base in (int, float, str) else str, default=default,
                            help=helps.get(f.name, "") + ("" if defaults_none else f" (default: {f.default})"))
 
 
@@ -184,15 +192,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=1))
     else:
-        print(f"{what}")
-        print(f"  perplexity      {score.perplexity:.2f}")
-        print(f"  bits per char   {score.bits_per_char:.4f}")
-        print(f"  OOV rate        {100 * score.oov_rate:.2f}%")
-        print(f"  tokens          {score.tokens:,}")
-        print(f"  characters      {score.characters:,}")
-        for key, value in result.items():
-            if key.startswith("sample_"):
-                print(f"  {key[7:]:<15} {value:.4f}" if isinstance(value, float) else f"  {key[7:]:<15} {value}")
+        rows = [("perplexity", f"{score.perplexity:.2f}"), ("bits per char", f"{score.bits_per_char:.4f}"),
+                ("OOV rate", f"{100 * score.oov_rate:.2f}%"), ("tokens", f"{score.tokens:,}"),
+                ("characters", f"{score.characters:,}")]
+        rows += [(key[7:], f"{value:.4f}" if isinstance(value, float)
+                  else str(value).replace("\n", "\\n")) for key, value in result.items() if key.startswith("sample_")]
+        print(what)
+        for name, value in rows:
+            print(f"  {name:<20} {value}")
     return 0
 
 

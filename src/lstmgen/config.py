@@ -68,7 +68,7 @@ class ModelConfig:
     num_layers: int = 1  # stacked LSTM layers
     dropout: float = 0.0  # dropout on embeddings, between layers and before the output layer
     output: str = "tied"  # full | tied (shares the embedding; a projection when sizes differ) | adaptive
-    adaptive_cutoffs: str = "auto"  # adaptive softmax cluster edges, e.g. "2000,10000" ("auto": by vocab size)
+    adaptive_cutoffs: str = "auto"  # adaptive softmax cluster edges, e.g. "2000,10000" (auto: 500,2000 up to 20k tokens, else 2000,10000,50000)
 
     def __post_init__(self) -> None:
         _check(self.embed_size >= 1, "--embed-size must be positive")
@@ -110,6 +110,7 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA, off elsewhere) | bf16 | off
     save_every: int = 0  # write a resumable state every N steps (0: at every evaluation)
     nan_policy: str = "stop"  # stop | backoff (halve the lr once and go back to the last good weights)
+    tensorboard: bool = False  # also log every evaluation to RUN/tensorboard (needs the tensorboard package)
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "--batch-size must be positive")
@@ -186,11 +187,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "train": {"batch_size": 20, "seq_len": 30, "lr": 0.002, "optimizer": "adam", "clip": 0.5,
                   "epochs": 5.0, "schedule": "constant", "warmup_steps": 0, "weight_decay": 0.0},
     },
-    # The best recipe found for a 2-core laptop CPU (see BENCHMARKS.md for how it was measured).
+    # The best recipe found for a 2-core laptop CPU (BENCHMARKS.md says how it was measured): characters,
+    # an adaptive softmax (the output layer cost as much as the LSTM), small batches and a brisk lr.
     "default": {
         "tokenizer": {"tokenizer": "char", "min_freq": 1},
-        "model": {"embed_size": 256, "hidden_size": 512, "num_layers": 1, "dropout": 0.0, "output": "tied"},
-        "train": {"batch_size": 32, "seq_len": 64, "lr": 0.003, "optimizer": "adam", "clip": 1.0,
+        "model": {"embed_size": 256, "hidden_size": 512, "num_layers": 1, "dropout": 0.0, "output": "adaptive"},
+        "train": {"batch_size": 16, "seq_len": 64, "lr": 0.005, "optimizer": "adam", "clip": 1.0,
                   "epochs": 5.0, "schedule": "cosine", "warmup_steps": 50},
     },
     # For a GPU: deeper and wider, regularised by dropout since it sees a novel collection many times.

@@ -9,7 +9,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -41,6 +40,7 @@ class Segmented:
 
     types: list[str]  # distinct surface tokens, in first-seen order
     splits: dict[str, np.ndarray]  # split name -> int32 ids into ``types``; memory-mapped when loaded
+    folder: Optional[Path] = None  # the cache folder it was loaded from
 
     def type_counts(self, split: str = "train") -> np.ndarray:
         """How often each type occurs in ``split``, as an int64 array of len(types)."""
@@ -186,7 +186,7 @@ def load_segmented(folder: Path) -> Optional[Segmented]:
         return None
     if not splits:
         return None
-    return Segmented(types=types, splits=splits)
+    return Segmented(types=types, splits=splits, folder=folder)
 
 
 def publish(tmp: Path, folder: Path) -> None:

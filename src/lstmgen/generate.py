@@ -13,10 +13,12 @@ with the same seed, a stopped text is a prefix of the text written on without th
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import warnings
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
@@ -69,19 +71,28 @@ class GenerateConfig:
                 raise LstmgenError("--acrostic needs at least one character")
 
 
-def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Set to -inf every logit outside the top-k and outside the top-p nucleus. logits: (B, V)."""
+def candidates(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens a draw may pick and their probabilities, likeliest first: the top-k, then of those
+    the fewest whose probabilities reach top-p (the likeliest always stays).
+
+    Only k tokens are sorted and normalised, not the whole vocabulary: that is most of a step's
+    sampling cost on a CPU.
+
+    Args:
+        logits: (B, V) scores (log-probabilities divided by the temperature).
+
+    Returns:
+        probabilities (B, K) and token ids (B, K); K = top_k, or V without it.
+    """
     if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, -math.inf)
+        scores, ids = torch.topk(logits, top_k, dim=-1)  # sorted, likeliest first
+    else:
+        scores, ids = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(scores.float(), dim=-1)
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        # drop a token when the tokens ranked above it already reach top_p; the first always stays
-        drop_sorted = (probs.cumsum(-1) - probs) >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, -math.inf)
-    return logits
+        # drop a token when the tokens ranked above it already reach top_p
+        probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0)
+    return probs, ids
 
 
 def sample_next(log_probs: torch.Tensor, *, temperature: float, top_k: int, top_p: float,
@@ -89,9 +100,9 @@ def sample_next(log_probs: torch.Tensor, *, temperature: float, top_k: int, top_
     """One token id per row from (B, V) log-probabilities; greedy when temperature is 0."""
     if temperature == 0:
         return log_probs.argmax(dim=-1)
-    logits = filter_logits(log_probs / temperature, top_k=top_k, top_p=top_p)
-    probs = torch.softmax(logits.float(), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    probs, ids = candidates(log_probs / temperature, top_k=top_k, top_p=top_p)
+    choice = torch.multinomial(probs, 1, generator=generator)  # (B, 1), an index into the candidates
+    return ids.gather(-1, choice).squeeze(-1)
 
 
 class _NgramIndex:
@@ -302,12 +313,9 @@ def _generate(model: LSTMLM, tokenizer: Tokenizer, vocab: Vocab, prompts: Sequen
     generator = torch.Generator()
     # a fresh seed from the OS, not torch.seed(): that would reseed the global RNG as a side effect
     generator.manual_seed(config.seed if config.seed is not None else random.SystemRandom().randrange(2**63))
-    unk = vocab.unk_id
-    newline = vocab.token_to_id("\n")
     heads = acrostic_heads(config.acrostic, vocab)  # (H, V) or None
     lines = len(heads) if heads is not None else 0
     budget = max(config.length // lines, 1) if lines else config.length
-    penalty = math.log(config.repetition_penalty)  # dividing a probability by p subtracts log p
 
     rows: list[_Row] = []
     states = []
@@ -333,6 +341,36 @@ def _generate(model: LSTMLM, tokenizer: Tokenizer, vocab: Vocab, prompts: Sequen
     for i, row in enumerate(rows):
         seen[i, row.history] = True
 
+    with _one_token_lstm(device):
+        _sample_loop(model, vocab, config, rows, h, c, logp, seen, heads, generator, device, on_text)
+    return [row.writer.text for row in rows]
+
+
+@contextlib.contextmanager
+def _one_token_lstm(device: torch.device) -> Iterator[None]:
+    """Run one-token LSTM steps on PyTorch's own CPU kernels rather than oneDNN's.
+
+    oneDNN pays a fixed cost per call that is 3x faster over whole windows but 10x slower for one
+    token at a time (measured: 1.16 ms against 0.12 ms per step, hidden 512, one thread).
+    """
+    if device.type != "cpu":
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the flags() context warns about TF32 on Intel GPUs
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
+
+
+def _sample_loop(model: LSTMLM, vocab: Vocab, config: GenerateConfig, rows: list["_Row"], h: torch.Tensor,
+                 c: torch.Tensor, logp: torch.Tensor, seen: torch.Tensor, heads: Optional[torch.Tensor],
+                 generator: torch.Generator, device: torch.device,
+                 on_text: Optional[Callable[[int, str], None]]) -> None:
+    """Sample a token for every row, write it, feed it back; until every row is done."""
+    unk = vocab.unk_id
+    newline = vocab.token_to_id("\n")
+    lines = len(heads) if heads is not None else 0
+    penalty = math.log(config.repetition_penalty)  # dividing a probability by p subtracts log p
     while True:
         logp[:, unk] = -math.inf
         if penalty:
@@ -386,4 +424,3 @@ def _generate(model: LSTMLM, tokenizer: Tokenizer, vocab: Vocab, prompts: Sequen
             break
         features, (h, c) = model.features(next_ids.to(device).unsqueeze(1), (h, c))
         logp = model.log_probs(features[:, -1]).float().cpu()
-    return [row.writer.text for row in rows]

@@ -18,10 +18,10 @@ def adaptive_cutoffs(config: ModelConfig, vocab_size: int) -> list[int]:
     """Cluster edges for the adaptive softmax; ids must be ordered by falling frequency (Vocab does)."""
     if config.adaptive_cutoffs != "auto":
         cutoffs = [int(c) for c in config.adaptive_cutoffs.split(",")]
-    else:
-        cutoffs = [c for c in (2000, 10000, 50000) if c < vocab_size - 1]
-        if not cutoffs:
-            cutoffs = [max(1, vocab_size // 4)]
+    elif vocab_size <= 20000:  # characters: about 500 cover three quarters of Chinese text, 2000 nearly all
+        cutoffs = [500, 2000]
+    else:  # words
+        cutoffs = [2000, 10000, 50000]
     return [c for c in cutoffs if 0 < c < vocab_size] or [max(1, vocab_size - 1)]
 
 

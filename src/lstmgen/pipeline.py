@@ -170,13 +170,11 @@ def prepare(path: Union[str, Path], data: DataConfig, tok: TokenizerConfig, *,
 def encode_cached(seg: Segmented, table: list[list[int]], vocab: Vocab, tokenizer: Tokenizer) -> dict[str, np.ndarray]:
     """Vocabulary ids of every split, memory-mapped from files beside the segmentation cache."""
     key = hashlib.sha256(json.dumps([vocab.tokens, tokenizer.to_dict()], ensure_ascii=False).encode()).hexdigest()[:16]
-    split_file = next(iter(seg.splits.values()))
-    home = Path(getattr(split_file, "filename", "") or "").parent
-    if not home.name:  # an in-memory segmentation: nothing to cache next to
+    if seg.folder is None:  # an in-memory segmentation: nothing to cache next to
         return {name: remap(seg.splits.get(name, np.zeros(0, np.int32)), table) for name in SPLITS}
-    folder = home / f"ids-{key}"
+    folder = seg.folder / f"ids-{key}"
     if not all((folder / f"{name}.bin").exists() for name in SPLITS):
-        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=home))
+        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=seg.folder))
         for name in SPLITS:
             remap(seg.splits.get(name, np.zeros(0, np.int32)), table, out=tmp / f"{name}.bin")
         publish(tmp, folder)

@@ -9,9 +9,7 @@ from __future__ import annotations
 import datetime
 import logging
 import math
-import os
 import random
-import resource
 import signal
 import sys
 import threading
@@ -103,6 +101,13 @@ def peak_memory_mb(device: torch.device) -> float:
     """Peak CUDA memory allocated on a GPU, else the process's peak resident set (RSS)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+    except ImportError:  # Windows: psutil knows the peak working set
+        import psutil
+
+        info = psutil.Process().memory_info()
+        return getattr(info, "peak_wset", info.rss) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
@@ -371,6 +376,11 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
             record.update(score.as_dict("valid_"))
         if rank == 0:
             append_jsonl(run_dir / METRICS, record)
+            if board is not None:
+                for key, value in record.items():
+                    if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                        board.add_scalar(key, value, loop.step)
+                board.flush()
             improved = score is None or score.nll < loop.best_valid
             if score is not None and improved:
                 loop.best_valid = score.nll
@@ -382,6 +392,7 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
                         score.perplexity, score.bits_per_char)
         return score
 
+    board = open_tensorboard(run_dir) if tc.tensorboard and rank == 0 else None
     log_every = 10
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []
     window_tokens = tc.batch_size * tc.seq_len * world_size
@@ -470,6 +481,15 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
     return run_dir
 
 
+def open_tensorboard(run_dir: Path) -> Any:
+    """A TensorBoard writer logging into RUN/tensorboard (``tensorboard --logdir RUN``)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise LstmgenError("--tensorboard needs the tensorboard package: pip install tensorboard")
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
 def _back_off(restore: Callable[[dict], Any], loop: _LoopState, tc: TrainConfig, run_dir: Path) -> Any:
     """After a NaN or infinite loss: stop with a clear message, or (nan_policy=backoff, once) go back
     to the last checkpoint and go on from there with half the learning rate.
@@ -507,8 +527,8 @@ def _final_test(model: LSTMLM, data: PreparedData, run_dir: Path, device: torch.
                               "eval_seconds": round(loop.eval_seconds, 2)}
     if len(data.ids["test"]) >= 2:
         score = score_ids(model, data.ids["test"], characters=data.characters["test"],
-                                         batch_size=max(tc.batch_size, 16), seq_len=max(tc.seq_len, 64),
-                                         device=device, amp=tc.amp, rank=rank, world_size=world_size)
+                          batch_size=max(tc.batch_size, 16), seq_len=max(tc.seq_len, 64),
+                          device=device, amp=tc.amp, rank=rank, world_size=world_size)
         record.update(score.as_dict("test_"))
         logger.info("test: perplexity %.2f, %.3f bits/char, OOV %.2f%%", score.perplexity, score.bits_per_char,
                     100 * score.oov_rate)

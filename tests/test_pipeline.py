@@ -1,0 +1,45 @@
+"""From a corpus folder to token ids: the cache, the vocabulary from training text only, hybrid fallback."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lstmgen.pipeline as pipeline
+from lstmgen.config import DataConfig, TokenizerConfig
+from lstmgen.pipeline import prepare
+
+
+def test_a_second_prepare_on_the_same_corpus_does_not_segment_again(tiny_corpus: Path, monkeypatch):
+    calls = []
+    real = pipeline.segment_texts
+    monkeypatch.setattr(pipeline, "segment_texts", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="word"))
+    second = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="word"))
+    assert len(calls) == 1
+    assert isinstance(second.ids["train"], np.memmap)  # the stream is read from disk, not held in memory
+    for split in ("train", "valid", "test"):
+        assert np.array_equal(first.ids[split], second.ids[split])
+    prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char"))  # other settings: segmented anew
+    assert len(calls) == 2
+
+
+def test_the_vocabulary_comes_from_the_training_split_only(tmp_path: Path):
+    novel = tmp_path / "novel.txt"
+    novel.write_text("\n".join(["甲乙丙丁"] * 50 + ["戊己庚辛"]), encoding="utf-8")  # the last line is held out
+    data = prepare(novel, DataConfig(valid_fraction=0.0, test_fraction=0.05), TokenizerConfig(tokenizer="char"))
+    assert "戊" not in data.vocab and "甲" in data.vocab
+    assert data.ids["test"].tolist().count(0) == 4  # the held-out line is all <unk>
+
+
+@pytest.mark.parametrize("kind", ["word", "hybrid"])
+def test_word_and_hybrid_vocabularies_on_the_same_cached_words(tiny_corpus: Path, kind: str):
+    data = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer=kind, hybrid_min_count=40))
+    tokens = set(data.vocab.tokens)
+    assert "小龙女" in tokens  # frequent (72 times in the two novels): a word in both
+    assert ("杨过" in tokens) == (kind == "word")  # 38 times: hybrid spells it out
+    text = data.tokenizer.detokenize(data.vocab.decode(data.ids["train"][:200]))
+    if kind == "hybrid":
+        # every character of the training text is a token, so a prompt with a new name still encodes
+        assert 0 not in data.vocab.encode(data.tokenizer.tokenize("郭黄欧阳"))
+        assert "<unk>" not in text
