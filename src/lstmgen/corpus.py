@@ -10,6 +10,7 @@ import codecs
 import hashlib
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -266,17 +267,27 @@ def read_corpus(path: Union[str, Path], *, advert_pattern: str = DEFAULT_ADVERT_
     root = Path(path)
     base = root if root.is_dir() else root.parent
     documents = []
-    for file in list_corpus_files(root):
+    files = list_corpus_files(root)
+    # a line per file for a shelf of novels; for many files (a poetry collection) one summary line
+    per_file = logging.INFO if len(files) <= _FILES_LISTED else logging.DEBUG
+    for file in files:
         text, encoding, dropped = _read_document(file, advert_pattern, max_advert_line)
         name = file.relative_to(base).as_posix() if file.is_relative_to(base) else file.name
         if not text:
             logger.warning("%s: no text after removing adverts and blank lines; skipped", name)
             continue
-        logger.info("%s: %s, %d characters, %d advert lines dropped", name, encoding, len(text), dropped)
+        logger.log(per_file, "%s: %s, %d characters, %d advert lines dropped", name, encoding, len(text), dropped)
         documents.append(Document(name, str(file.resolve()), text, encoding, dropped))
     if not documents:
         raise LstmgenError(f"{root}: the corpus is empty (no text after removing adverts and blank lines)")
+    if per_file == logging.DEBUG:
+        encodings = ", ".join(f"{e} {n}" for e, n in Counter(d.encoding for d in documents).most_common())
+        logger.info("%s: %d files (%s), %d characters, %d advert lines dropped", root, len(documents), encodings,
+                    sum(len(d.text) for d in documents), sum(d.dropped_lines for d in documents))
     return documents
+
+
+_FILES_LISTED = 20
 
 
 def _nearest_newline(text: str, target: int, low: int, high: int) -> Optional[int]:
