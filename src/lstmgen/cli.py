@@ -245,7 +245,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lstmgen", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="lstmgen",
+        description="Train LSTM language models on the novels on your disk, score them on held-out text, "
+                    "and write with them.")
     parser.add_argument("--version", action="version", version=f"lstmgen {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     parser.add_argument("-q", "--quiet-log", action="store_true", help="log warnings and errors only")
