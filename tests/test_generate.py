@@ -1,7 +1,7 @@
 
 import torch
 
-from lstmgen.generate import _banned_by_ngrams, candidates, sample_next
+from lstmgen.generate import _NgramIndex, candidates, sample_next
 
 
 def test_top_k_keeps_the_k_likeliest():
@@ -36,6 +36,9 @@ def test_greedy_at_temperature_zero_and_seeded_sampling_repeats():
 
 
 def test_no_repeat_ngram_bans_completions_of_seen_ngrams():
-    assert _banned_by_ngrams([1, 2, 3, 1, 2], 3) == {3}
-    assert _banned_by_ngrams([1, 2, 3], 1) == {1, 2, 3}
-    assert _banned_by_ngrams([1], 3) == set()
+    def banned(history, n):
+        return set(_NgramIndex(n, history).banned(history))
+
+    assert banned([1, 2, 3, 1, 2], 3) == {3}
+    assert banned([1, 2, 3], 1) == {1, 2, 3}
+    assert banned([1], 3) == set()

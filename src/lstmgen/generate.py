@@ -127,11 +127,6 @@ class _NgramIndex:
         return self.next_tokens.get(tuple(history[len(history) - self.n + 1:]), set())
 
 
-def _banned_by_ngrams(history: list[int], n: int) -> set[int]:
-    """Tokens that would complete an n-gram already present in ``history``."""
-    return set(_NgramIndex(n, history).banned(history))
-
-
 class _Writer:
     """Turns tokens into text for one row."""
 

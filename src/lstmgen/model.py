@@ -66,12 +66,6 @@ class LSTMLM(nn.Module):
             # The tied matrix serves as input and output: a small uniform start keeps early logits tame.
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
 
-    def init_state(self, batch_size: int, device: Optional[torch.device] = None) -> State:
-        """Zero (h, c) for ``batch_size`` rows."""
-        device = device or self.embedding.weight.device
-        shape = (self.config.num_layers, batch_size, self.config.hidden_size)
-        return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
-
     def features(self, inputs: torch.Tensor, state: Optional[State] = None) -> tuple[torch.Tensor, State]:
         """Run the LSTM.
 

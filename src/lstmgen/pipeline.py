@@ -39,6 +39,7 @@ class PreparedData:
 
 
 def read_texts(path: Union[str, Path], data: DataConfig) -> list[str]:
+    """The normalised text of every file under ``path``, read with the run's advert settings."""
     return [d.text for d in read_corpus(path, advert_pattern=data.advert_pattern, max_advert_line=data.max_advert_line)]
 
 
