@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from lstmgen.data import (IGNORE_INDEX, batchify, batchify_padded, get_window, load_segmented, num_windows, remap,
-                          segment_texts)
+from lstmgen.data import (IGNORE_INDEX, batchify, batchify_padded, device_grid, get_window, load_segmented,
+                          num_windows, remap, segment_texts)
 
 
 def test_batchify_lays_the_stream_row_after_row():
@@ -44,6 +44,17 @@ def test_padded_layout_scores_every_token_and_pads_are_ignored():
     x, y = get_window(grid, 0, 10, torch.device("cpu"))
     assert (x >= 0).all()  # a pad is never fed to the embedding
     assert int((y != IGNORE_INDEX).sum()) == 11 - 3 + 0  # all but each row's first token
+
+
+def test_a_grid_held_as_a_tensor_gives_the_same_windows_as_the_array():
+    # On a GPU the grid lives in device memory as int32 (device_grid); its windows must be exactly
+    # those cut from the array, pads included. The CPU keeps the array itself.
+    grid = batchify_padded(np.arange(1, 60), 4)  # ends in pads
+    assert device_grid(grid, torch.device("cpu")) is grid
+    held = torch.from_numpy(grid.astype(np.int32))
+    for w in range(num_windows(grid, 7)):
+        for got, want in zip(get_window(held, w, 7, torch.device("cpu")), get_window(grid, w, 7, torch.device("cpu"))):
+            assert got.dtype == torch.int64 and torch.equal(got, want)
 
 
 def test_remap_expands_types_into_runs_of_ids():

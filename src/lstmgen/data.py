@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -280,14 +280,35 @@ def num_windows(grid: np.ndarray, seq_len: int) -> int:
     return -(-(grid.shape[1] - 1) // seq_len)
 
 
-def get_window(grid: np.ndarray, index: int, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Window ``index`` of the grid: inputs (B, T) and targets (B, T), T <= seq_len, as int64."""
+def device_grid(grid: np.ndarray, device: torch.device, max_share: float = 0.1) -> Union[np.ndarray, torch.Tensor]:
+    """The grid as an int32 tensor on ``device`` when it takes at most ``max_share`` of its memory.
+
+    A GPU then cuts every window out of its own memory: no copy from the host, no wait for one, in
+    the step. On the CPU, or when the grid is too big, it stays the (memory-mapped) array it was.
+    """
+    if device.type != "cuda":
+        return grid
+    if grid.shape[0] * grid.shape[1] * 4 > max_share * torch.cuda.get_device_properties(device).total_memory:
+        return grid
+    out = torch.empty(grid.shape, dtype=torch.int32, device=device)
+    for row in range(grid.shape[0]):  # row by row: a memory-mapped grid is never read into RAM whole
+        out[row].copy_(torch.from_numpy(np.ascontiguousarray(grid[row], dtype=np.int32)))
+    return out
+
+
+def get_window(grid: Union[np.ndarray, torch.Tensor], index: int, seq_len: int,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Window ``index`` of the grid (an array, or a tensor from ``device_grid``): inputs (B, T) and
+    targets (B, T), T <= seq_len, as int64 on ``device``."""
     start = index * seq_len
     stop = min(start + seq_len, grid.shape[1] - 1)
-    block = torch.from_numpy(np.array(grid[:, start : stop + 1], dtype=np.int64))
-    if device.type != "cpu":
-        block = block.pin_memory().to(device, non_blocking=True)
+    if isinstance(grid, torch.Tensor):
+        block = grid[:, start : stop + 1].to(device=device, dtype=torch.int64)
+    else:
+        block = torch.from_numpy(np.array(grid[:, start : stop + 1], dtype=np.int64))
+        if device.type != "cpu":
+            block = block.pin_memory().to(device, non_blocking=True)
     inputs = block[:, :-1]
-    targets = block[:, 1:].clone()
-    targets[inputs == IGNORE_INDEX] = IGNORE_INDEX  # a pad never predicts anything
+    # a pad never predicts anything (where, not a masked assignment: that would wait for the GPU)
+    targets = torch.where(inputs == IGNORE_INDEX, IGNORE_INDEX, block[:, 1:])
     return inputs.clamp_min(0), targets

@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from lstmgen.data import batchify_padded, get_window
+from lstmgen.data import batchify_padded, device_grid, get_window
 from lstmgen.model import LSTMLM
 
 
@@ -72,6 +72,7 @@ def nll_sums(
     grid = batchify_padded(ids, batch_size)[rank::world_size]
     if grid.shape[0] == 0:  # fewer rows than processes
         return 0.0, 0, 0
+    grid = device_grid(grid, device)
     was_training = model.training
     model.eval()
     state = None

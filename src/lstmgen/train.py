@@ -23,7 +23,7 @@ import torch
 
 from lstmgen import distributed as dist_utils
 from lstmgen.config import RunConfig, TrainConfig, parse_duration
-from lstmgen.data import batchify, get_window, num_windows
+from lstmgen.data import batchify, device_grid, get_window, num_windows
 from lstmgen.errors import LstmgenError
 from lstmgen.evaluate import Score, autocast_context, score_ids
 from lstmgen.model import LSTMLM, count_parameters
@@ -277,6 +277,7 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
         raise LstmgenError(f"{corpus}: the training split ({len(data.ids['train'])} tokens) is too small for one "
                            f"batch of {tc.batch_size * world_size} rows; use a smaller --batch-size or more text")
     windows = num_windows(grid, tc.seq_len)
+    grid = device_grid(grid, device)
     total_steps = max(1, int(round(tc.epochs * windows)))
     budget = parse_duration(tc.time_budget) if tc.time_budget else None
 
