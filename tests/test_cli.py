@@ -50,6 +50,19 @@ def test_eval_reports_perplexity_bits_per_char_and_oov(trained: Path, tiny_corpu
     assert "bits per char" in out and "OOV rate" in out
 
 
+def test_every_score_lays_the_text_out_alike_whatever_the_run_trained_with(tiny_corpus: Path, tmp_path: Path, capsys):
+    # A run trained on 24 rows of 5 tokens is validated and tested exactly as `lstmgen eval` scores
+    # it, so runs trained with different batches are compared on equal terms.
+    run = tmp_path / "wide"
+    assert main(["train", str(tiny_corpus), "--out", str(run), *TINY, "--epochs", "1", "--batch-size", "24",
+                 "--seq-len", "5"]) == 0
+    records = read_metrics(run)
+    capsys.readouterr()
+    for split, reported in (("valid", records[-2]["valid_nll"]), ("test", records[-1]["test_nll"])):
+        assert main(["eval", str(run), "--split", split, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["nll"] == pytest.approx(reported, rel=1e-5)
+
+
 def test_generate_streams_writes_the_file_and_is_reproducible(trained: Path, tmp_path: Path, capsys):
     out = tmp_path / "sample.txt"
     args = ["generate", str(trained), "--prompt", "郭靖", "--length", "50", "--seed", "1", "--output", str(out)]

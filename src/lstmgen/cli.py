@@ -183,7 +183,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ids, characters, what = data.ids[args.split], data.characters[args.split], f"{args.split} split of {corpus}"
     if len(ids) < 2:
         raise LstmgenError(f"{what}: too little text to score")
-    score = score_ids(run.model, ids, characters=characters, batch_size=16, seq_len=128)
+    score = score_ids(run.model, ids, characters=characters)
     result = {"text": what, **score.as_dict()}
     if args.samples:
         from lstmgen.quality import sample_quality

@@ -315,7 +315,7 @@ def measure_run(run_dir: Path, *, sample_length: int, sample_seed: int) -> dict[
         data = prepare(corpus, run.config.data, run.config.tokenizer, vocab=run.vocab, tokenizer=run.tokenizer)
         count = min(len(data.ids["train"]), len(data.ids["valid"]), GAP_TOKENS)
         if count >= 2:
-            options = {"characters": count, "batch_size": 16, "seq_len": max(run.config.train.seq_len, 64)}
+            options = {"characters": count}
             train = score_ids(run.model, spread(data.ids["train"], count), **options)
             valid = score_ids(run.model, spread(data.ids["valid"], count), **options)
             measures.update(train_nll_per_token=train.nll / max(train.tokens, 1),

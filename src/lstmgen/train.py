@@ -356,8 +356,8 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
         if len(data.ids["valid"]) < 2:
             return None
         return score_ids(
-            model, data.ids["valid"], characters=data.characters["valid"], batch_size=max(tc.batch_size, 16),
-            seq_len=max(tc.seq_len, 64), device=device, amp=tc.amp, max_tokens=tc.eval_tokens,
+            model, data.ids["valid"], characters=data.characters["valid"], device=device, amp=tc.amp,
+            max_tokens=tc.eval_tokens,
             rank=rank, world_size=world_size)
 
     def record_eval(epoch: float) -> Optional[Score]:
@@ -527,9 +527,8 @@ def _final_test(model: LSTMLM, data: PreparedData, run_dir: Path, device: torch.
                               "tokens_per_s": loop.tokens / max(loop.elapsed - loop.eval_seconds, 1e-9),
                               "eval_seconds": round(loop.eval_seconds, 2)}
     if len(data.ids["test"]) >= 2:
-        score = score_ids(model, data.ids["test"], characters=data.characters["test"],
-                          batch_size=max(tc.batch_size, 16), seq_len=max(tc.seq_len, 64),
-                          device=device, amp=tc.amp, rank=rank, world_size=world_size)
+        score = score_ids(model, data.ids["test"], characters=data.characters["test"], device=device, amp=tc.amp,
+                          rank=rank, world_size=world_size)
         record.update(score.as_dict("test_"))
         logger.info("test: perplexity %.2f, %.3f bits/char, OOV %.2f%%", score.perplexity, score.bits_per_char,
                     100 * score.oov_rate)
