@@ -24,6 +24,24 @@ def test_a_second_prepare_on_the_same_corpus_does_not_segment_again(tiny_corpus:
     assert len(calls) == 2
 
 
+def test_a_cached_start_reads_no_file_until_one_changes(tiny_corpus: Path, monkeypatch):
+    first = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char"))
+    real = pipeline.split_corpus
+    reads = []
+    monkeypatch.setattr(pipeline, "split_corpus", lambda *a, **k: reads.append(1) or real(*a, **k))
+    again = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char"))
+    assert reads == []
+    assert (again.fingerprint, again.characters, again.documents) == (first.fingerprint, first.characters,
+                                                                      first.documents)
+    assert np.array_equal(again.ids["train"], first.ids["train"])
+    prepare(tiny_corpus, DataConfig(advert_pattern=""), TokenizerConfig(tokenizer="char"))  # other settings
+    assert len(reads) == 1
+    novel = tiny_corpus / "射雕.txt"
+    novel.write_text(novel.read_text(encoding="utf-8") + "\n郭靖又来了。", encoding="utf-8")  # the file changed
+    changed = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char"))
+    assert len(reads) == 2 and changed.fingerprint != first.fingerprint
+
+
 def test_the_vocabulary_comes_from_the_training_split_only(tmp_path: Path):
     novel = tmp_path / "novel.txt"
     novel.write_text("\n".join(["甲乙丙丁"] * 50 + ["戊己庚辛"]), encoding="utf-8")  # the last line is held out

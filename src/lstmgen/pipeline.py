@@ -5,16 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 
+from lstmgen import __version__
 from lstmgen.config import DataConfig, TokenizerConfig
-from lstmgen.corpus import corpus_fingerprint, read_corpus, split_documents
+from lstmgen.corpus import corpus_fingerprint, list_corpus_files, read_corpus, split_documents
 from lstmgen.data import (Segmented, cache_key, default_cache_dir, load_segmented, open_ids, publish, remap,
                           segment_texts)
 from lstmgen.errors import LstmgenError
@@ -84,12 +86,16 @@ def split_fingerprint(texts: dict[str, list[str]]) -> str:
                               [t for name in SPLITS for t in texts[name]])
 
 
+def segment_folder(settings: dict, cache_dir: Optional[Path], fingerprint: str) -> Path:
+    """Where the segmentation of the text with this fingerprint, by these settings, is cached."""
+    return Path(cache_dir or default_cache_dir()) / "tokens" / cache_key(fingerprint, settings)
+
+
 def segment(texts: dict[str, list[str]], config: TokenizerConfig, cache_dir: Optional[Path] = None,
             fingerprint: Optional[str] = None) -> Segmented:
     """Segment every split, or load the segmentation cached for this exact text and settings."""
     base, settings = segmenter_for(config)
-    key = cache_key(fingerprint or split_fingerprint(texts), settings)
-    folder = Path(cache_dir or default_cache_dir()) / "tokens" / key
+    folder = segment_folder(settings, cache_dir, fingerprint or split_fingerprint(texts))
     cached = load_segmented(folder)
     if cached is not None:
         logger.info("segmentation: cached (%s)", folder)
@@ -107,6 +113,56 @@ def segment(texts: dict[str, list[str]], config: TokenizerConfig, cache_dir: Opt
         raise LstmgenError(f"{folder}: the token cache is damaged; delete that folder and run again")
     logger.info("segmentation: %d types, %.1fs; cached in %s", len(seg.types), time.perf_counter() - start, folder)
     return seg
+
+
+# ---------------------------------------------------------------------------------------------
+# Read manifests: a corpus's files as they lie on disk (path, size, modification time) and the
+# data settings -> what reading them gave (fingerprint, characters per split, documents). When
+# nothing changed, a start with a cached segmentation needs no file read at all.
+# ---------------------------------------------------------------------------------------------
+
+
+def files_key(path: Union[str, Path], data: DataConfig) -> Optional[str]:
+    """A key for the corpus files' identities and the settings they are read with (None: unknowable)."""
+    try:
+        files = list_corpus_files(path)
+        for extra in (data.valid_path, data.test_path):
+            if extra:
+                files += list_corpus_files(extra)
+        stats = [(str(f.resolve()), st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()]]
+    except (OSError, LstmgenError):
+        return None  # the full read reports what is wrong
+    # the version too: another lstmgen may read the same bytes into other text
+    payload = json.dumps({"files": stats, "data": asdict(data), "lstmgen": __version__},
+                         ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def _manifest_path(cache_dir: Optional[Path], key: str) -> Path:
+    return Path(cache_dir or default_cache_dir()) / "read" / f"{key}.json"
+
+
+def read_manifest(cache_dir: Optional[Path], key: Optional[str]) -> Optional[dict]:
+    if key is None:
+        return None
+    try:
+        known = json.loads(_manifest_path(cache_dir, key).read_text(encoding="utf-8"))
+        return known if {"fingerprint", "characters", "documents"} <= set(known) else None
+    except (OSError, ValueError):
+        return None
+
+
+def write_manifest(cache_dir: Optional[Path], key: Optional[str], known: dict) -> None:
+    if key is None:
+        return
+    path = _manifest_path(cache_dir, key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:  # a read-only cache costs only the next start's speed
+        logger.debug("cannot write %s (%s)", path, err)
 
 
 def expand_types(types: list[str], tokenizer: Tokenizer) -> list[list[str]]:
@@ -145,14 +201,25 @@ def prepare(path: Union[str, Path], data: DataConfig, tok: TokenizerConfig, *,
     """
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    texts, described = split_corpus(path, data)
-    seconds["read"] = time.perf_counter() - start
-    fingerprint = split_fingerprint(texts)
-    characters = {name: sum(map(len, texts[name])) + max(len(texts[name]) - 1, 0) for name in SPLITS}
-    start = time.perf_counter()
-    seg = segment(texts, tok, cache_dir, fingerprint)
-    del texts  # from here on only token ids are needed: a big corpus's text need not stay in memory
-    seconds["segment"] = time.perf_counter() - start
+    stat_key = files_key(path, data)
+    seg, known = None, read_manifest(cache_dir, stat_key)
+    if known is not None:  # the files are as they were when last read: their segmentation may be cached
+        seg = load_segmented(segment_folder(segmenter_for(tok)[1], cache_dir, known["fingerprint"]))
+    if seg is not None and known is not None:
+        fingerprint, characters, described = known["fingerprint"], known["characters"], known["documents"]
+        logger.info("%s: %d files unchanged since they were read; segmentation cached", path, len(described))
+        seconds["read"] = time.perf_counter() - start
+    else:
+        texts, described = split_corpus(path, data)
+        seconds["read"] = time.perf_counter() - start
+        fingerprint = split_fingerprint(texts)
+        characters = {name: sum(map(len, texts[name])) + max(len(texts[name]) - 1, 0) for name in SPLITS}
+        start = time.perf_counter()
+        seg = segment(texts, tok, cache_dir, fingerprint)
+        del texts  # from here on only token ids are needed: a big corpus's text need not stay in memory
+        seconds["segment"] = time.perf_counter() - start
+        write_manifest(cache_dir, stat_key, {"fingerprint": fingerprint, "characters": characters,
+                                             "documents": described})
     start = time.perf_counter()
     if vocab is None or tokenizer is None:
         tokenizer = build_tokenizer(tok)
