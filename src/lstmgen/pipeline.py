@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from lstmgen.corpus import corpus_fingerprint, list_corpus_files, read_corpus, s
 from lstmgen.data import (Segmented, cache_key, default_cache_dir, load_segmented, open_ids, publish, remap,
                           segment_texts)
 from lstmgen.errors import LstmgenError
+from lstmgen.runs import write_json
 from lstmgen.tokenizers import Tokenizer, build_tokenizer
 from lstmgen.vocab import Vocab
 
@@ -158,9 +158,7 @@ def write_manifest(cache_dir: Optional[Path], key: Optional[str], known: dict) -
     path = _manifest_path(cache_dir, key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        write_json(path, known)
     except OSError as err:  # a read-only cache costs only the next start's speed
         logger.debug("cannot write %s (%s)", path, err)
 
@@ -202,10 +200,9 @@ def prepare(path: Union[str, Path], data: DataConfig, tok: TokenizerConfig, *,
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     stat_key = files_key(path, data)
-    seg, known = None, read_manifest(cache_dir, stat_key)
-    if known is not None:  # the files are as they were when last read: their segmentation may be cached
-        seg = load_segmented(segment_folder(segmenter_for(tok)[1], cache_dir, known["fingerprint"]))
-    if seg is not None and known is not None:
+    known = read_manifest(cache_dir, stat_key)  # the files are as they were when last read:
+    seg = load_segmented(segment_folder(segmenter_for(tok)[1], cache_dir, known["fingerprint"])) if known else None
+    if seg is not None:  # ... and their segmentation is cached
         fingerprint, characters, described = known["fingerprint"], known["characters"], known["documents"]
         logger.info("%s: %d files unchanged since they were read; segmentation cached", path, len(described))
         seconds["read"] = time.perf_counter() - start
