@@ -60,3 +60,29 @@ def test_adaptive_cutoffs_follow_the_vocabulary_size():
     assert adaptive_cutoffs(auto, 136729) == [2000, 10000, 50000]  # the seed's jieba words
     assert adaptive_cutoffs(auto, 40) == [39]  # a tiny vocabulary still builds
     assert adaptive_cutoffs(ModelConfig(output="adaptive", adaptive_cutoffs="100,300"), 1000) == [100, 300]
+
+
+def test_padded_logits_give_the_same_loss_gradients_and_log_probs():
+    """On a GPU the output layer scores a vocabulary padded to a multiple of 64 (fast kernels); the
+    padding must change no number a user sees. Forced on the CPU here, in fp32 and under bf16 autocast."""
+    x, y = torch.randint(0, 301, (3, 7)), torch.randint(0, 301, (3, 7))
+    y[0, :2] = -100  # pads are ignored either way
+    for output in ("full", "tied"):
+        for amp in (False, True):
+            results = []
+            for pad_on in ((), ("cpu",)):
+                torch.manual_seed(0)
+                model = LSTMLM(ModelConfig(embed_size=8, hidden_size=16, output=output), 301)
+                model.pad_logits_on = pad_on
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                    loss, _ = model(x, y)
+                    features, _ = model.features(x)
+                    logp = model.log_probs(features.reshape(-1, features.shape[-1]))
+                loss.backward()
+                results.append((loss.detach(), logp.detach().float(), [p.grad.clone() for p in model.parameters()]))
+            (loss_a, logp_a, grads_a), (loss_b, logp_b, grads_b) = results
+            assert logp_b.shape == (21, 301) and torch.isfinite(logp_b).all()
+            assert torch.allclose(loss_a, loss_b, atol=1e-6 if not amp else 1e-3), (output, amp)
+            assert torch.allclose(logp_a, logp_b, atol=1e-5 if not amp else 1e-2), (output, amp)
+            for a, b in zip(grads_a, grads_b):
+                assert torch.isfinite(b).all() and torch.allclose(a, b, atol=1e-6 if not amp else 2e-3), (output, amp)
