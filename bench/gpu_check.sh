@@ -2,8 +2,10 @@
 # Every GPU check in one go, for a machine with one NVIDIA GPU (numbers go to BENCHMARKS.md).
 #   bash bench/gpu_check.sh CORPUS_DIR [OUT_DIR]
 # 1. CUDA smoke: the test suite's CLI tests on the GPU are not needed; a tiny train/eval/generate is.
-# 2. Step speed at --preset seed: plain fp32 loop vs lstmgen (bf16 autocast, fused Adam) vs adaptive.
-# 3. Quality per 3 minutes: --preset seed vs --preset gpu, side by side.
+# 2. Step speed at --preset seed: plain fp32 loop vs lstmgen (bf16 autocast, fused Adam) vs adaptive,
+#    with a hand-tuned bf16 loop and lstmgen in fp32 beside them.
+# 3. Quality per 3 minutes: --preset seed vs --preset gpu, side by side: both run AT THE SAME TIME on
+#    the one GPU (so the check fits a short lease); each one's tokens/s shows the share it got.
 # 4. The NCCL path: torchrun with one process.
 set -euo pipefail
 corpus=${1:?corpus folder}
@@ -23,8 +25,13 @@ python3 -m torch.distributed.run --standalone --nproc-per-node 1 -m lstmgen -q t
 python3 -c "import json,sys; print(json.loads(open('$out/nccl/config.json').read())['world_size'], 'process(es), run folder complete')" | tee -a "$out/nccl.txt"
 
 echo "== step speed at --preset seed"
-python3 bench/step_speed.py "$corpus" --device cuda --steps 300 --warmup 20 | tee "$out/step_speed.txt"
+python3 bench/step_speed.py "$corpus" --device cuda --steps 300 --warmup 30 \
+  --only plain,plain-bf16,lstmgen,lstmgen-fp32,adaptive | tee "$out/step_speed.txt"
 
 echo "== 3 minutes each: seed vs gpu"
-python3 bench/budget.py "$corpus" --minutes "${MINUTES:-3}" --out "$out/budget" --json "$out/budget.json" \
-  --contender seed --contender gpu --device cuda | tee "$out/budget.txt"
+for contender in seed gpu; do
+  python3 bench/budget.py "$corpus" --minutes "${MINUTES:-3}" --out "$out/budget" --json "$out/$contender.json" \
+    --contender $contender --device cuda > "$out/budget_$contender.txt" 2>&1 &
+done
+wait
+tail -n 3 "$out/budget_seed.txt" "$out/budget_gpu.txt"
