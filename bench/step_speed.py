@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -149,27 +150,31 @@ def main() -> None:
     data = prepare(args.corpus, seed.data, seed.tokenizer)
     vocab_size = len(data.vocab)
     windows = num_windows(batchify(data.ids["train"], 20), 30)
-    results = {}
+    results: dict[str, list[float]] = {}  # a contender named twice runs twice (alternate the order on a
+    # noisy machine: plain,lstmgen,lstmgen,plain); the summary takes each one's median
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only.split(","):
             if name in ("plain", "plain-bf16"):
-                results[name] = plain_loop(data.ids["train"], vocab_size, args.steps, args.warmup, device,
-                                           fast=name == "plain-bf16")
+                rate = plain_loop(data.ids["train"], vocab_size, args.steps, args.warmup, device,
+                                  fast=name == "plain-bf16")
             else:
                 output = "adaptive" if name == "adaptive" else "full"
-                results[name] = lstmgen_run(args.corpus, args.steps, args.warmup, windows, args.device, output,
-                                            Path(tmp) / name, args.threads, args.sync_debug and name == "lstmgen",
-                                            amp="off" if name == "lstmgen-fp32" else "auto")
-            print(f"{name:10s} {results[name]:10,.0f} tokens/s", flush=True)
+                rate = lstmgen_run(args.corpus, args.steps, args.warmup, windows, args.device, output,
+                                   Path(tmp) / f"{name}-{len(results.get(name, []))}", args.threads,
+                                   args.sync_debug and name == "lstmgen", amp="off" if name == "lstmgen-fp32" else "auto")
+            results.setdefault(name, []).append(rate)
+            print(f"{name:10s} {rate:10,.0f} tokens/s", flush=True)
         if args.profile:
             profile(args.corpus, args.profile, windows, args.device, Path(tmp) / "profiled")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()}-core CPU"
     print(f"seed preset, vocabulary {vocab_size:,}, {args.steps} steps, {where} ({torch.get_num_threads()} threads), "
           f"torch {torch.__version__}, "
           f"{datetime.date.today()}")
-    if "plain" in results:
-        for name, rate in results.items():
-            print(f"{name}: {rate / results['plain']:.2f}x the plain loop")
+    medians = {name: statistics.median(rates) for name, rates in results.items()}
+    if "plain" in medians:
+        for name, rate in medians.items():
+            runs = f" (median of {len(results[name])} runs)" if len(results[name]) > 1 else ""
+            print(f"{name}: {rate:,.0f} tokens/s{runs}, {rate / medians['plain']:.2f}x the plain loop")
 
 
 if __name__ == "__main__":
