@@ -84,7 +84,6 @@ def main() -> None:
             print(f"{kind}: imports {result['imports']:.2f}s, train() to the end of step 1 "
                   f"{result['train_to_first_step']:.2f}s, process {result['process']:.2f}s", flush=True)
     import torch
-    from torch.optim.optimizer import register_optimizer_step_post_hook
 
     first = ", torch._dynamo imported before the clock" if args.import_dynamo_first else ""
     print(f"--preset {args.preset}, {args.corpus}, torch {torch.__version__}{first}")

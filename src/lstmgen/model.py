@@ -14,8 +14,9 @@ from lstmgen.data import IGNORE_INDEX
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, hidden_size)
 
 # On a GPU the output layer's matrix products run on the fast tensor-core kernels only when the row
-# length of the logits is a multiple of 8; the seed's 136,729 words (or 6,314 characters) are not,
-# and measured 3.5x slower. Its logits are computed over this many columns more (see padded_linear).
+# length of the logits is a multiple of 8; the seed's 136,729 words (or 6,314 characters) are not, and
+# cuBLAS fell back to old kernels. Computing the logits over a multiple of this many columns made the
+# seed's whole step 1.42x faster on an H100 (BENCHMARKS.md; see padded_linear).
 PAD_LOGITS_TO = 64
 
 
