@@ -28,11 +28,12 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
 
-from lstmgen.config import build_config
+from lstmgen.config import RunConfig, build_config
 from lstmgen.data import batchify, get_window, num_windows
 from lstmgen.pipeline import prepare
 from lstmgen.train import train
@@ -86,13 +87,17 @@ def plain_loop(ids, vocab_size: int, steps: int, warmup: int, device: torch.devi
     return steps * 20 * 30 / (time.perf_counter() - start)
 
 
+def seed_config(model: Optional[dict] = None, **train) -> RunConfig:
+    """``--preset seed`` with no validation or test split: every token trains, nothing but steps is timed."""
+    return build_config("seed", {"data": {"valid_fraction": 0.0, "test_fraction": 0.0}, "model": model or {},
+                                 "train": train})
+
+
 def lstmgen_run(corpus: str, steps: int, warmup: int, windows: int, device: str, output: str, out: Path,
                 threads: int, sync_debug: bool = False, amp: str = "auto") -> float:
     """Tokens/s of ``lstmgen train --preset seed`` over its steps after ``warmup``, by its own clock."""
-    config = build_config("seed", {"data": {"valid_fraction": 0.0, "test_fraction": 0.0},
-                                   "model": {"output": output},
-                                   "train": {"epochs": (steps + warmup) / windows, "device": device,
-                                             "threads": threads, "amp": amp}})
+    config = seed_config({"output": output}, epochs=(steps + warmup) / windows, device=device, threads=threads,
+                         amp=amp)
     seen: list[tuple[int, float]] = []  # (step, training seconds) at every progress report
 
     def report(p) -> None:
@@ -114,13 +119,12 @@ def profile(corpus: str, steps: int, windows: int, device: str, out: Path) -> No
     """Print the GPU (or CPU) time of ``steps`` steps of ``lstmgen train --preset seed`` by operator."""
     from torch.profiler import ProfilerActivity, profile as torch_profile, schedule
 
-    config = build_config("seed", {"data": {"valid_fraction": 0.0, "test_fraction": 0.0},
-                                   "train": {"epochs": (steps + 30) / windows, "device": device}})
+    config = seed_config(epochs=(steps + 30) / windows, device=device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
     with torch_profile(activities=activities, schedule=schedule(wait=0, warmup=20, active=steps, repeat=1)) as prof:
         steps_seen = [0]
 
-        def step(p) -> None:  # the profiler's schedule counts progress reports: one every 10 steps
+        def step(p) -> None:  # progress comes every few steps: advance the profiler by the steps since
             while steps_seen[0] < p.step:
                 prof.step()
                 steps_seen[0] += 1
@@ -146,7 +150,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    seed = build_config("seed", {"data": {"valid_fraction": 0.0, "test_fraction": 0.0}})
+    seed = seed_config()
     data = prepare(args.corpus, seed.data, seed.tokenizer)
     vocab_size = len(data.vocab)
     windows = num_windows(batchify(data.ids["train"], 20), 30)
