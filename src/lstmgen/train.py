@@ -89,8 +89,8 @@ def lr_factor(progress: float, step: int, config: TrainConfig) -> float:
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    # A few fused kernels per step instead of one per operation and tensor: on a 2-core CPU, Adam over
-    # the seed's 188M parameters takes 0.05-0.07 s of a step instead of 1.7-1.8 s (BENCHMARKS.md, 7.3).
+    # A few fused kernels per step instead of one per operation and tensor: on a 2-core CPU this took
+    # the seed's step from 0.96x to 1.13x a plain loop's speed (BENCHMARKS.md, issue 7.3).
     fused = {"fused": True} if device.type in ("cuda", "cpu") else {}
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **fused)
