@@ -86,3 +86,26 @@ def test_padded_logits_give_the_same_loss_gradients_and_log_probs():
             assert torch.allclose(logp_a, logp_b, atol=1e-5 if not amp else 1e-2), (output, amp)
             for a, b in zip(grads_a, grads_b):
                 assert torch.isfinite(b).all() and torch.allclose(a, b, atol=1e-6 if not amp else 2e-3), (output, amp)
+
+
+def test_weight_drop_masks_recurrent_weights_in_training_only():
+    torch.manual_seed(0)
+    config = ModelConfig(embed_size=8, hidden_size=16, num_layers=2, weight_drop=0.5)
+    model = LSTMLM(config, 30)
+    plain = LSTMLM(ModelConfig(embed_size=8, hidden_size=16, num_layers=2), 30)
+    plain.load_state_dict(model.state_dict())  # same parameters: weight drop adds none
+    x, y = torch.randint(0, 30, (3, 10)), torch.randint(0, 30, (3, 10))
+
+    model.eval(), plain.eval()
+    assert torch.equal(model(x, y)[0], plain(x, y)[0])  # no mask when scoring
+
+    model.train()
+    model(x, y)[0].backward()
+    for layer in (0, 1):
+        hh, ih = getattr(model.lstm, f"weight_hh_l{layer}"), getattr(model.lstm, f"weight_ih_l{layer}")
+        dropped = (hh.grad == 0).float().mean()
+        assert 0.35 < dropped < 0.65  # about half the recurrent connections got no gradient this window
+        assert (ih.grad == 0).float().mean() < 0.05  # the input weights are not masked
+    # afterwards the module runs on its own parameters again, not on the last window's masked copies
+    model.eval()
+    assert torch.equal(model(x, y)[0], plain(x, y)[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -101,11 +102,29 @@ class LSTMLM(nn.Module):
             features (B, T, F) fed to the output layer, and the new state.
         """
         x = self.drop(self.embedding(inputs))  # (B, T, E)
-        out, state = self.lstm(x, state)  # (B, T, H)
+        if self.training and self.config.weight_drop > 0:
+            out, state = self._lstm_weight_dropped(x, state)
+        else:
+            out, state = self.lstm(x, state)  # (B, T, H)
         out = self.drop(out)
         if self.projection is not None:
             out = self.projection(out)  # (B, T, E)
         return out, state
+
+    def _lstm_weight_dropped(self, x: torch.Tensor, state: Optional[State]) -> tuple[torch.Tensor, State]:
+        """The LSTM with dropout on its hidden-to-hidden matrices (DropConnect, Merity et al. 2018).
+
+        One mask per window drops the same recurrent connections at every time step, so the state
+        cannot lean on any single one; the input weights and the cuDNN kernel are unchanged. The
+        dropped matrices are new tensors, so cuDNN packs the weights into its own layout each call.
+        """
+        p = self.config.weight_drop
+        weights = {name: F.dropout(w, p) if name.startswith("weight_hh") else w
+                   for name, w in self.lstm.named_parameters()}
+        with warnings.catch_warnings():  # cuDNN's note that it has to pack the (new) weights itself
+            warnings.filterwarnings("ignore", message="RNN module weights are not part")
+            # nn.LSTM notices on its next call that its parameters are back and uses them again
+            return torch.func.functional_call(self.lstm, weights, (x, state))
 
     def nll(self, features: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """Negative log-likelihood (nats) of ``targets`` (B, T) given ``features`` (B, T, F).
