@@ -4,8 +4,8 @@
 # 1. CUDA smoke: the test suite's CLI tests on the GPU are not needed; a tiny train/eval/generate is.
 # 2. Step speed at --preset seed: plain fp32 loop vs lstmgen (bf16 autocast, fused Adam) vs adaptive,
 #    with a hand-tuned bf16 loop and lstmgen in fp32 beside them.
-# 3. Quality per 3 minutes: --preset seed vs --preset gpu, side by side: both run AT THE SAME TIME on
-#    the one GPU (so the check fits a short lease); each one's tokens/s shows the share it got.
+# 3. Quality per 3 minutes: --preset seed vs --preset gpu, side by side in one invocation, one after
+#    the other, each with the GPU to itself (about 7 minutes with start-up and testing).
 # 4. The NCCL path: torchrun with one process.
 set -euo pipefail
 corpus=${1:?corpus folder}
@@ -28,10 +28,10 @@ echo "== step speed at --preset seed"
 python3 bench/step_speed.py "$corpus" --device cuda --steps 300 --warmup 30 \
   --only plain,plain-bf16,lstmgen,lstmgen-fp32,adaptive | tee "$out/step_speed.txt"
 
-echo "== 3 minutes each: seed vs gpu"
-for contender in seed gpu; do
-  python3 bench/budget.py "$corpus" --minutes "${MINUTES:-3}" --out "$out/budget" --json "$out/$contender.json" \
-    --contender $contender --device cuda > "$out/budget_$contender.txt" 2>&1 &
-done
-wait
-tail -n 3 "$out/budget_seed.txt" "$out/budget_gpu.txt"
+echo "== step cost of the GPU preset's shape against batch 64"
+python3 bench/shape_speed.py "$corpus" --device cuda --steps 150 --warmup 30 \
+  --shape gpu --shape "b64:gpu,batch_size=64" | tee "$out/shapes.txt"
+
+echo "== 3 minutes each: seed, then gpu"
+python3 bench/budget.py "$corpus" --minutes "${MINUTES:-3}" --out "$out/budget" --json "$out/contest.json" \
+  --contender seed --contender gpu --device cuda 2>&1 | tee "$out/contest.txt" | grep -v "^\["
