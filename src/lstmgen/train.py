@@ -27,6 +27,7 @@ from lstmgen.data import batchify, device_grid, get_window, num_windows
 from lstmgen.errors import LstmgenError
 from lstmgen.evaluate import Score, autocast_context, score_ids
 from lstmgen.model import LSTMLM, count_parameters
+from lstmgen.optim import FusedAdam
 from lstmgen.pipeline import PreparedData, prepare
 from lstmgen.runs import (
     CONFIG, INTERRUPTED_FILE, METRICS, STATE_DIR, STATE_FILE, TOKENIZER, VOCAB, WEIGHTS, RunLock, _read_json,
@@ -87,15 +88,18 @@ def lr_factor(progress: float, step: int, config: TrainConfig) -> float:
     return 1.0
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> Any:
+    """The optimiser ``config`` names: Adam and AdamW fused on CUDA and the CPU, else torch.optim's."""
     params = [p for p in model.parameters() if p.requires_grad]
-    # A few fused kernels per step instead of one per operation and tensor: on a 2-core CPU this took
-    # the seed's step from 0.96x to 1.13x a plain loop's speed (BENCHMARKS.md, issue 7.3).
-    fused = {"fused": True} if device.type in ("cuda", "cpu") else {}
+    if config.optimizer in ("adam", "adamw") and device.type in ("cuda", "cpu"):
+        # Fused kernels: a few per step instead of one per operation and tensor (on a 2-core CPU this
+        # took the seed's step from 0.96x to 1.13x a plain loop's speed, BENCHMARKS.md, issue 7.3);
+        # and no torch.optim, whose first step imports torch._dynamo (0.9 s of a 1.1 s cached start).
+        return FusedAdam(params, lr=config.lr, weight_decay=config.weight_decay, decoupled=config.optimizer == "adamw")
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **fused)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **fused)
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
 
 

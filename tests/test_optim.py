@@ -1,0 +1,89 @@
+import sys
+
+import pytest
+import torch
+
+from lstmgen.optim import FusedAdam
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Embedding(20, 6), torch.nn.Linear(6, 20))
+
+
+def _train(model: torch.nn.Module, optimizer, steps: int, start: int = 0, lrs=(0.01, 0.005, 0.02)) -> None:
+    """Steps ``start`` .. ``steps - 1`` of one fixed run: the same batches and lr schedule every time."""
+    torch.manual_seed(1)
+    batches = [torch.randint(0, 20, (8,)) for _ in range(steps)]
+    for i in range(start, steps):
+        loss = torch.nn.functional.cross_entropy(model(batches[i]), batches[i].flip(0))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for group in optimizer.param_groups:
+            group["lr"] = lrs[i % len(lrs)]  # the loop's schedule changes lr between steps
+        optimizer.step()
+
+
+@pytest.mark.parametrize("decoupled", [True, False])
+def test_fused_adam_gives_torchs_weights_and_state(decoupled):
+    ours, theirs = _model(), _model()
+    kind = torch.optim.AdamW if decoupled else torch.optim.Adam
+    a = FusedAdam(ours.parameters(), lr=0.01, weight_decay=0.1, decoupled=decoupled)
+    b = kind(theirs.parameters(), lr=0.01, weight_decay=0.1, fused=True)
+    _train(ours, a, 5)
+    _train(theirs, b, 5)
+    for p, q in zip(ours.parameters(), theirs.parameters()):
+        assert torch.equal(p, q)
+    mine, torchs = a.state_dict(), b.state_dict()
+    assert mine["state"].keys() == torchs["state"].keys()
+    for i, s in torchs["state"].items():
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(mine["state"][i][key], s[key]), key
+
+
+def test_a_state_saved_by_either_resumes_in_the_other():
+    """Runs saved before lstmgen had its own optimiser resume with it, and the other way round."""
+    reference = _model()
+    ref_opt = FusedAdam(reference.parameters(), lr=0.01, weight_decay=0.1)
+    _train(reference, ref_opt, 6)
+
+    for first, second in ((torch.optim.AdamW, FusedAdam), (FusedAdam, torch.optim.AdamW)):
+        def make(kind, params):
+            if kind is FusedAdam:
+                return FusedAdam(params, lr=0.01, weight_decay=0.1)
+            return torch.optim.AdamW(params, lr=0.01, weight_decay=0.1, fused=True)
+
+        model = _model()
+        opt = make(first, model.parameters())
+        _train(model, opt, 3)
+        saved = {"model": {k: v.clone() for k, v in model.state_dict().items()}, "optimizer": opt.state_dict()}
+        resumed = _model()
+        resumed.load_state_dict(saved["model"])
+        opt2 = make(second, resumed.parameters())
+        opt2.load_state_dict(saved["optimizer"])
+        _train(resumed, opt2, 6, start=3)
+        for p, q in zip(resumed.parameters(), reference.parameters()):
+            assert torch.allclose(p, q, atol=1e-7), (first.__name__, second.__name__)
+
+
+def test_a_state_for_other_shapes_is_refused():
+    opt = FusedAdam(_model().parameters(), lr=0.01)
+    other = torch.nn.Sequential(torch.nn.Embedding(30, 6), torch.nn.Linear(6, 30))
+    other_opt = FusedAdam(other.parameters(), lr=0.01)
+    _train(other, other_opt, 1)
+    with pytest.raises(ValueError):
+        opt.load_state_dict(other_opt.state_dict())
+
+
+def test_training_does_not_import_torch_dynamo(tmp_path):
+    """torch.optim's first step imports torch._dynamo (0.9 s on a laptop CPU); lstmgen's start must not."""
+    import subprocess
+
+    text = tmp_path / "t.txt"
+    text.write_text("天地玄黄，宇宙洪荒。日月盈昃，辰宿列张。\n" * 40, encoding="utf-8")
+    code = ("import sys; from lstmgen.config import build_config; from lstmgen.train import train; "
+            f"train({str(text)!r}, build_config('tiny', {{'train': {{'optimizer': 'adamw', 'device': 'cpu'}}}}), "
+            f"out={str(tmp_path / 'run')!r}, cache_dir={str(tmp_path / 'cache')!r}); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
