@@ -66,7 +66,8 @@ def two_process_run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     root = tmp_path_factory.mktemp("ddp")
     run = root / "run"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
-    env.update(LSTMGEN_CACHE=str(root / "cache"), OMP_NUM_THREADS="1")
+    (root / "tmp").mkdir()  # torchrun's own torchelastic_* folders, which it leaves behind when stopped
+    env.update(LSTMGEN_CACHE=str(root / "cache"), OMP_NUM_THREADS="1", TMPDIR=str(root / "tmp"))
 
     first = torchrun(["train", str(corpus), "--out", str(run), "--batch-size", "2", *COMMON], env)
     deadline = time.monotonic() + 60
