@@ -8,10 +8,9 @@ Contenders, all at ``--preset seed`` (jieba words, embed 128, hidden 1024, batch
   lstmgen   ``lstmgen train --preset seed`` for the same number of steps (bf16 autocast and a fused
             optimiser on CUDA; what a user gets)
   adaptive  the same, with ``--output adaptive`` (adaptive softmax over the seed's vocabulary)
-On CUDA, three more tell where the difference comes from:
+On CUDA, two more tell where the difference comes from:
   plain-bf16    the plain loop with bf16 autocast, fused Adam and no per-step ``loss.item()``
   lstmgen-fp32  lstmgen with ``--amp off``
-  lstmgen-fp32-nopad  the same without padding the logits to a multiple of 64 columns (model.PAD_LOGITS_TO)
 Tokens/s exclude the first ``--warmup`` steps of every contender: the plain loop's by its own timer,
 lstmgen's from the training clock it reports to its progress bar (no validation or test split, so
 nothing but training steps is timed).
@@ -36,7 +35,6 @@ from torch import nn
 
 from lstmgen.config import RunConfig, build_config
 from lstmgen.data import batchify, get_window, num_windows
-from lstmgen.model import LSTMLM
 from lstmgen.pipeline import prepare
 from lstmgen.train import train
 
@@ -96,7 +94,7 @@ def seed_config(model: Optional[dict] = None, **train) -> RunConfig:
 
 
 def lstmgen_run(corpus: str, steps: int, warmup: int, windows: int, device: str, output: str, out: Path,
-                threads: int, sync_debug: bool = False, amp: str = "auto", pad: bool = True) -> float:
+                threads: int, sync_debug: bool = False, amp: str = "auto") -> float:
     """Tokens/s of ``lstmgen train --preset seed`` over its steps after ``warmup``, by its own clock."""
     config = seed_config({"output": output}, epochs=(steps + warmup) / windows, device=device, threads=threads,
                          amp=amp)
@@ -107,13 +105,9 @@ def lstmgen_run(corpus: str, steps: int, warmup: int, windows: int, device: str,
         if sync_debug and p.step >= warmup:  # from here on (set-up and checkpoints may wait; steps should not)
             torch.cuda.set_sync_debug_mode("warn")
 
-    padded_on = LSTMLM.pad_logits_on
     try:
-        if not pad:
-            LSTMLM.pad_logits_on = ()
         train(corpus, config, out=out, progress=report)
     finally:
-        LSTMLM.pad_logits_on = padded_on
         if sync_debug:
             torch.cuda.set_sync_debug_mode("default")
     after = [(step, seconds) for step, seconds in seen if step >= warmup]
@@ -148,8 +142,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", default="plain,lstmgen,adaptive",
                         help="comma-separated contenders: plain, lstmgen, adaptive; on CUDA also plain-bf16 "
-                             "(the plain loop in bf16 with fused Adam), lstmgen-fp32 (lstmgen with --amp off) and "
-                             "lstmgen-fp32-nopad (that without padded logits)")
+                             "(the plain loop in bf16 with fused Adam) and lstmgen-fp32 (lstmgen with --amp off)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for every contender (0: torch's default)")
     parser.add_argument("--sync-debug", action="store_true", help="CUDA: warn wherever lstmgen's run waits for the GPU")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile N more lstmgen steps (CUDA)")
@@ -172,8 +165,7 @@ def main() -> None:
                 output = "adaptive" if name == "adaptive" else "full"
                 rate = lstmgen_run(args.corpus, args.steps, args.warmup, windows, args.device, output,
                                    Path(tmp) / f"{name}-{len(results.get(name, []))}", args.threads,
-                                   args.sync_debug and name == "lstmgen",
-                                   amp="off" if name.startswith("lstmgen-fp32") else "auto", pad=not name.endswith("-nopad"))
+                                   args.sync_debug and name == "lstmgen", amp="off" if name == "lstmgen-fp32" else "auto")
             results.setdefault(name, []).append(rate)
             print(f"{name:10s} {rate:10,.0f} tokens/s", flush=True)
         if args.profile:
