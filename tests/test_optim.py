@@ -3,6 +3,7 @@ import sys
 import pytest
 import torch
 
+from conftest import make_text
 from lstmgen.optim import FusedAdam
 
 
@@ -47,12 +48,12 @@ def test_a_state_saved_by_either_resumes_in_the_other():
     ref_opt = FusedAdam(reference.parameters(), lr=0.01, weight_decay=0.1)
     _train(reference, ref_opt, 6)
 
-    for first, second in ((torch.optim.AdamW, FusedAdam), (FusedAdam, torch.optim.AdamW)):
-        def make(kind, params):
-            if kind is FusedAdam:
-                return FusedAdam(params, lr=0.01, weight_decay=0.1)
-            return torch.optim.AdamW(params, lr=0.01, weight_decay=0.1, fused=True)
+    def make(kind, params):
+        if kind is FusedAdam:
+            return FusedAdam(params, lr=0.01, weight_decay=0.1)
+        return torch.optim.AdamW(params, lr=0.01, weight_decay=0.1, fused=True)
 
+    for first, second in ((torch.optim.AdamW, FusedAdam), (FusedAdam, torch.optim.AdamW)):
         model = _model()
         opt = make(first, model.parameters())
         _train(model, opt, 3)
@@ -80,7 +81,7 @@ def test_training_does_not_import_torch_dynamo(tmp_path):
     import subprocess
 
     text = tmp_path / "t.txt"
-    text.write_text("天地玄黄，宇宙洪荒。日月盈昃，辰宿列张。\n" * 40, encoding="utf-8")
+    text.write_text(make_text(1, 40), encoding="utf-8")
     code = ("import sys; from lstmgen.config import build_config; from lstmgen.train import train; "
             f"train({str(text)!r}, build_config('tiny', {{'train': {{'optimizer': 'adamw', 'device': 'cpu'}}}}), "
             f"out={str(tmp_path / 'run')!r}, cache_dir={str(tmp_path / 'cache')!r}); "
