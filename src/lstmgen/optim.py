@@ -74,9 +74,8 @@ class FusedAdam:
 
     def state_dict(self) -> dict[str, Any]:
         """torch.optim's layout: parameters by their index, each group's settings with its indices."""
-        index = {id(p): i for i, p in enumerate(self._params)}
         group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
-        return {"state": {index[id(p)]: dict(s) for p, s in self.state.items()},
+        return {"state": {i: dict(self.state[p]) for i, p in enumerate(self._params) if p in self.state},
                 "param_groups": [{**group, "params": list(range(len(self._params)))}]}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
