@@ -111,3 +111,48 @@ def test_weight_drop_masks_recurrent_weights_in_training_only():
     # afterwards the module runs on its own parameters again, not on the last window's masked copies
     model.eval()
     assert torch.equal(model(x, y)[0], plain(x, y)[0])
+
+
+def test_embed_drop_drops_whole_token_types_in_training_only():
+    torch.manual_seed(0)
+    model = LSTMLM(ModelConfig(embed_size=8, hidden_size=16, embed_drop=0.5), 6)
+    inputs = torch.tensor([[0, 1, 2, 3, 4, 5] * 5] * 4)  # every type, many times
+    seen: dict[int, set] = {}
+    captured = []
+    model.lstm.register_forward_hook(lambda mod, args, out: captured.append(args[0].detach()))
+    model.train()
+    for _ in range(20):
+        model.features(inputs)
+        x, plain = captured.pop(), model.embedding(inputs).detach()
+        for token in range(6):
+            ratio = x[inputs == token] / plain[inputs == token]
+            assert torch.allclose(ratio, ratio.flatten()[0])  # one decision for all of a type's occurrences
+            seen.setdefault(token, set()).add(round(float(ratio.flatten()[0]), 4))
+    assert all(values == {0.0, 2.0} for values in seen.values())  # dropped, or kept and scaled by 1 / keep
+    model.eval()
+    model.features(inputs)
+    assert torch.equal(captured.pop(), model.embedding(inputs))
+
+
+def test_locked_dropout_keeps_one_mask_through_the_sequence():
+    torch.manual_seed(0)
+    model = LSTMLM(ModelConfig(embed_size=32, hidden_size=16, dropout=0.5, locked_dropout=True), 10)
+    captured = []
+    model.lstm.register_forward_hook(lambda mod, args, out: captured.append(args[0].detach()))
+    inputs = torch.full((3, 12), 4)  # the same token at every step: any change over time is the mask's
+    model.train()
+    model.features(inputs)
+    x = captured.pop()
+    zeros = x == 0
+    assert torch.equal(zeros, zeros[:, :1].expand_as(zeros))  # the same features dropped at every step
+    assert 0.3 < zeros.float().mean() < 0.7
+    assert not torch.equal(zeros[0], zeros[1])  # a mask of its own for each sequence
+    unlocked = LSTMLM(ModelConfig(embed_size=32, hidden_size=16, dropout=0.5), 10)
+    unlocked.lstm.register_forward_hook(lambda mod, args, out: captured.append(args[0].detach()))
+    unlocked.train()
+    unlocked.features(inputs)
+    zeros = captured.pop() == 0
+    assert not torch.equal(zeros, zeros[:, :1].expand_as(zeros))  # plain dropout: a new mask each step
+    model.eval()
+    model.features(inputs)
+    assert torch.equal(captured.pop(), model.embedding(inputs))

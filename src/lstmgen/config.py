@@ -68,6 +68,8 @@ class ModelConfig:
     num_layers: int = 1  # stacked LSTM layers
     dropout: float = 0.0  # dropout on embeddings, between layers and before the output layer
     weight_drop: float = 0.0  # DropConnect on the LSTM's recurrent weights, one mask per training window
+    embed_drop: float = 0.0  # drop whole token types from the input embedding, one mask per training window
+    locked_dropout: bool = False  # --dropout on the embeddings and the LSTM's output uses one mask per sequence, not per step
     output: str = "tied"  # full | tied (shares the embedding; a projection when sizes differ) | adaptive
     adaptive_cutoffs: str = "auto"  # adaptive softmax cluster edges, e.g. "2000,10000" (auto: 500,2000 up to 20k tokens, else 2000,10000,50000)
 
@@ -77,6 +79,7 @@ class ModelConfig:
         _check(self.num_layers >= 1, "--num-layers must be at least 1")
         _check(0 <= self.dropout < 1, "--dropout must be in [0, 1)")
         _check(0 <= self.weight_drop < 1, "--weight-drop must be in [0, 1)")
+        _check(0 <= self.embed_drop < 1, "--embed-drop must be in [0, 1)")
         _check(self.output in OUTPUT_KINDS, f"--output must be one of {', '.join(OUTPUT_KINDS)}")
         if self.adaptive_cutoffs != "auto":
             try:

@@ -101,15 +101,33 @@ class LSTMLM(nn.Module):
         Returns:
             features (B, T, F) fed to the output layer, and the new state.
         """
-        x = self.drop(self.embedding(inputs))  # (B, T, E)
+        x = self.embedding(inputs)  # (B, T, E)
+        if self.training and self.config.embed_drop > 0:
+            x = x * self._embed_mask(inputs)
+        x = self._dropout(x)
         if self.training and self.config.weight_drop > 0:
             out, state = self._lstm_weight_dropped(x, state)
         else:
             out, state = self.lstm(x, state)  # (B, T, H)
-        out = self.drop(out)
+        out = self._dropout(out)
         if self.projection is not None:
             out = self.projection(out)  # (B, T, E)
         return out, state
+
+    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        """``--dropout`` on (B, T, F): a new mask at every step, or with ``locked_dropout`` one per sequence
+        (variational dropout, Gal and Ghahramani 2016), which drops the same features all through a window."""
+        if not (self.training and self.config.locked_dropout and self.config.dropout > 0):
+            return self.drop(x)
+        keep = 1 - self.config.dropout
+        return x * x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(keep).div_(keep)
+
+    def _embed_mask(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(B, T, 1) scales for embedding dropout: each token type of the vocabulary is dropped (all its
+        occurrences in the window) with probability ``embed_drop``; the kept ones are scaled up to match."""
+        keep = 1 - self.config.embed_drop
+        mask = torch.empty(self.vocab_size, 1, device=inputs.device).bernoulli_(keep).div_(keep)
+        return F.embedding(inputs, mask)
 
     def _lstm_weight_dropped(self, x: torch.Tensor, state: Optional[State]) -> tuple[torch.Tensor, State]:
         """The LSTM with dropout on its hidden-to-hidden matrices (DropConnect, Merity et al. 2018).
