@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import make_text
-from lstmgen.optim import FusedAdam
+from lstmgen.optim import FusedAdam, WeightAverage
 
 
 def _model() -> torch.nn.Module:
@@ -88,3 +88,68 @@ def test_training_does_not_import_torch_dynamo(tmp_path):
             "print('torch._dynamo' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+def test_weight_average_is_the_mean_at_first_then_an_exponential_average():
+    model = _model()
+    average = WeightAverage(model.parameters(), decay=0.75)  # a plain mean for the first 4 updates
+    history = []
+    for step in range(8):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(step + 1.0)
+        history.append([p.detach().clone() for p in model.parameters()])
+        average.update()
+        if step == 2:  # the mean of the weights after each of the 3 updates
+            for a, *seen in zip(average.averages, *history):
+                assert torch.allclose(a, torch.stack(seen).mean(0))
+    expected = [torch.stack(seen[:4]).mean(0) for seen in zip(*history)]
+    for weights in history[4:]:
+        expected = [0.75 * e + 0.25 * w for e, w in zip(expected, weights)]
+    for a, e in zip(average.averages, expected):
+        assert torch.allclose(a, e)
+
+
+def test_weight_average_swaps_in_and_back_even_after_an_error():
+    model = _model()
+    average = WeightAverage(model.parameters(), decay=0.5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3)
+    average.update()
+    average.update()
+    own = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(RuntimeError):
+        with average.swapped_in():
+            for p, a in zip(model.parameters(), average.averages):
+                assert torch.equal(p, a)
+            raise RuntimeError("scoring failed")
+    for p, o in zip(model.parameters(), own):
+        assert torch.equal(p, o)
+    restored = WeightAverage(_model().parameters(), decay=0.5)
+    restored.load_state_dict(average.state_dict())
+    assert restored.updates == 2 and all(torch.equal(a, b) for a, b in zip(restored.averages, average.averages))
+    with pytest.raises(ValueError, match="does not fit"):
+        WeightAverage(torch.nn.Linear(3, 3).parameters(), decay=0.5).load_state_dict(average.state_dict())
+
+
+def test_a_run_with_ema_decay_validates_and_keeps_the_average_and_trains_on(tmp_path):
+    from safetensors.torch import load_file
+
+    from lstmgen.config import build_config
+    from lstmgen.model import LSTMLM
+    from lstmgen.runs import load_state, read_metrics
+    from lstmgen.train import train
+
+    text = tmp_path / "t.txt"
+    text.write_text(make_text(1, 60), encoding="utf-8")
+    config = build_config("tiny", {"train": {"ema_decay": 0.9, "device": "cpu", "epochs": 1.0}})
+    run = train(text, config, out=tmp_path / "run", cache_dir=tmp_path / "cache")
+    state = load_state(run)
+    assert state["average"]["updates"] == state["step"] > 10
+    best = load_file(str(run / "model.safetensors"))  # one validation, at the end: its weights are kept
+    names = [name for name, _ in LSTMLM(config.model, len(best["embedding.weight"])).named_parameters()]
+    for name, averaged in zip(names, state["average"]["averages"]):
+        assert torch.equal(best[name], averaged), name
+        assert not torch.equal(best[name], state["model"][name]), name  # training goes on from its own weights
+    assert [r["step"] for r in read_metrics(run) if "valid_nll" in r] == [state["step"]]

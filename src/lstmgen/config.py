@@ -108,6 +108,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # where cosine/linear decay ends, as a fraction of lr
     clip: float = 0.5  # clip the global gradient norm to this (0: no clipping)
     eval_every: int = 0  # also validate every N steps (0: only at the end of each epoch)
+    ema_decay: float = 0.0  # validate, test and keep an exponential moving average of the weights, e.g. 0.999 (0: off)
     eval_tokens: int = 0  # score at most this many validation tokens per evaluation (0: all)
     seed: int = 1234  # seeds weights, dropout and sampling; same seed, same run (on a CPU)
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps
@@ -129,6 +130,7 @@ class TrainConfig:
         _check(self.clip >= 0, "--clip must be 0 (off) or positive")
         _check(self.eval_every >= 0, "--eval-every must be 0 or positive")
         _check(self.eval_tokens >= 0, "--eval-tokens must be 0 or positive")
+        _check(0 <= self.ema_decay < 1, "--ema-decay must be in [0, 1)")
         _check(self.threads >= 0, "--threads must be 0 or positive")
         _check(self.amp in ("auto", "bf16", "off"), "--amp must be auto, bf16 or off")
         _check(self.save_every >= 0, "--save-every must be 0 or positive")

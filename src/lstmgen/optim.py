@@ -1,4 +1,4 @@
-"""Adam and AdamW on PyTorch's fused kernels, without ``torch.optim``'s start-up cost.
+"""Adam and AdamW on PyTorch's fused kernels, without ``torch.optim``'s start-up cost; weight averaging.
 
 Every ``torch.optim`` optimiser imports ``torch._dynamo`` on its first step, state_dict or zero_grad
 (for the graph breaks it places around them): about 0.9 s on a laptop CPU, five times what the rest
@@ -10,7 +10,8 @@ resumes with the other.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 import torch
 
@@ -96,3 +97,47 @@ class FusedAdam:
                              "exp_avg": s["exp_avg"].to(p.device, p.dtype),
                              "exp_avg_sq": s["exp_avg_sq"].to(p.device, p.dtype)}
         self.param_groups[0].update({k: v for k, v in groups[0].items() if k != "params"})
+
+
+class WeightAverage:
+    """An exponential moving average of the parameters (Polyak averaging), kept beside the model.
+
+    After each optimiser step the average moves ``1 - decay`` of the way towards the new weights; for
+    the first ``1 / (1 - decay)`` steps it is the plain mean of all the weights so far, so an early
+    average is not dragged towards the random start. Validation, the best weights and the test use the
+    average (``swapped_in``); training goes on from the raw weights. The average smooths the noise
+    of the last few hundred steps, which is what held-out text sees once a model starts to overfit.
+    """
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], decay: float) -> None:
+        self.params = list(params)
+        self.decay = decay
+        self.updates = 0
+        self.averages = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        torch._foreach_lerp_(self.averages, [p.detach() for p in self.params], max(1 - self.decay, 1 / self.updates))
+
+    @contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        """The model's parameters hold the average inside the block and their own values after it."""
+        with torch.no_grad():
+            own = [p.detach().clone() for p in self.params]
+            torch._foreach_copy_([p.detach() for p in self.params], self.averages)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_([p.detach() for p in self.params], own)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "updates": self.updates, "averages": list(self.averages)}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        averages = saved["averages"]
+        if len(averages) != len(self.params) or any(a.shape != p.shape for a, p in zip(averages, self.params)):
+            raise ValueError("the saved weight average does not fit this model's parameters")
+        self.updates = int(saved["updates"])
+        self.averages = [a.to(p.device, p.dtype) for a, p in zip(averages, self.params)]

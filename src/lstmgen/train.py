@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -27,7 +28,7 @@ from lstmgen.data import batchify, device_grid, get_window, num_windows
 from lstmgen.errors import LstmgenError
 from lstmgen.evaluate import Score, autocast_context, score_ids
 from lstmgen.model import LSTMLM, count_parameters
-from lstmgen.optim import FusedAdam
+from lstmgen.optim import FusedAdam, WeightAverage
 from lstmgen.pipeline import PreparedData, prepare
 from lstmgen.runs import (
     CONFIG, INTERRUPTED_FILE, METRICS, STATE_DIR, STATE_FILE, TOKENIZER, VOCAB, WEIGHTS, RunLock, _read_json,
@@ -290,6 +291,7 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
     torch.manual_seed(tc.seed)
     model = LSTMLM(config.model, len(data.vocab)).to(device)
     optimizer = make_optimizer(model, tc, device)
+    average = WeightAverage(optimizer.param_groups[0]["params"], tc.ema_decay) if tc.ema_decay else None
     wrapped = dist_utils.wrap(model, device) if dist_utils.is_active() else model
     loop = _LoopState()
     hidden = None
@@ -299,6 +301,8 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
         try:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
+            if average is not None:
+                average.load_state_dict(saved["average"])
         except (RuntimeError, ValueError, KeyError) as err:  # config.json or vocab.json edited since
             raise LstmgenError(f"{run_dir / STATE_DIR}: the saved state does not fit this run's config and "
                                f"vocabulary ({describe_error(err)})")
@@ -322,6 +326,7 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
             # what the next metrics record averages over, so that record is the same after a resume
             "losses": torch.tensor(loop.losses, dtype=torch.float64),
             "grad_norms": torch.tensor(loop.grad_norms, dtype=torch.float64), "clipped": loop.clipped,
+            **({"average": average.state_dict()} if average is not None else {}),
             **_rng_states(device),
             **({"hidden": (rows[0].detach().cpu(), rows[1].detach().cpu())} if rows is not None else {}),
         }, name=name)
@@ -367,6 +372,10 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
             rank=rank, world_size=world_size)
 
     def record_eval(epoch: float) -> Optional[Score]:
+        with average.swapped_in() if average is not None else nullcontext():  # what is validated is what is kept
+            return _record_eval(epoch)
+
+    def _record_eval(epoch: float) -> Optional[Score]:
         score = evaluate_valid()
         norms = np.array(loop.grad_norms) if loop.grad_norms else np.zeros(1)
         record: dict[str, Any] = {
@@ -430,6 +439,8 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip if tc.clip > 0 else float("inf"))
             optimizer.step()
+            if average is not None:
+                average.update()
             loop.step += 1
             loop.tokens += window_tokens
             now = time.perf_counter()  # every step: a slow model must not overrun its time budget
