@@ -150,7 +150,7 @@ def _agreement_worker(rank: int, port: int, results: "mp.Queue") -> None:
         rows = dist_utils.gather_rows(hidden)
         results.put((rank, {
             # rank 1 alone reached the time budget / caught SIGTERM: both must stop
-            "flag": dist_utils.agree(rank == 1, signal.SIGTERM if rank == 1 else None),
+            "flag": dist_utils.agree((rank == 1, False), signal.SIGTERM if rank == 1 else None),
             "clock": dist_utils.max_over_ranks(1.5 + rank),
             "loss": dist_utils.mean_over_ranks(torch.tensor([[1.0 + 2 * rank, float("nan") if rank else 0.0]])).tolist(),
             "zero": dist_utils.rank_zero_decides(rank == 0),
@@ -173,7 +173,7 @@ def test_ranks_that_see_different_things_reach_the_same_decision():
     for p in processes:
         p.join(timeout=30)
     for answer in answers.values():
-        assert answer["flag"] == (True, signal.SIGTERM)
+        assert answer["flag"] == ((True, False), signal.SIGTERM)
         assert answer["clock"] == 2.5
         assert answer["loss"][0][0] == 2.0 and answer["loss"][0][1] != answer["loss"][0][1]  # mean; NaN spreads
         assert answer["zero"] is True

@@ -569,3 +569,33 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_on_resume(trained
         assert main(["train", "--resume", str(run_copy)]) == 0
     assert "no saved state yet; starting the run again from step 0" in capsys.readouterr().err
     assert_same_run(trained, run_copy, "restarted from step 0")
+
+
+def test_eval_and_save_every_a_duration_follow_the_training_clock(small_corpus, tmp_path, monkeypatch):
+    import itertools
+
+    import lstmgen.train as train_module
+
+    ticks = itertools.count()  # a clock that moves 0.05 s each time it is read: the same run on any machine
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks) * 0.05)
+    saves = []
+    original = train_module.save_state
+
+    def spy(run_dir, state, *, name="checkpoint.pt"):
+        saves.append(float(state["elapsed"]))
+        return original(run_dir, state, name=name)
+
+    monkeypatch.setattr(train_module, "save_state", spy)
+    run = tmp_path / "run"
+    assert main(["train", str(small_corpus), "--out", str(run), "--preset", "tiny", "--epochs", "2",
+                 "--eval-every", "1s", "--save-every", "3s", "--threads", "1"]) == 0
+    valid = [r for r in read_metrics(run) if "valid_nll" in r]
+    assert len(valid) >= 4
+    for before, after in zip(valid, valid[1:-1]):  # the last comes with the last step
+        assert after["seconds"] - before["seconds"] >= 0.99
+    # by the clock alone: between epoch ends, and not at the first one (this clock does not land there)
+    assert any(r["epoch"] % 1 for r in valid) and 1.0 not in [r["epoch"] for r in valid]
+    between = saves[1:-1]  # step 0 and the finished run aside
+    assert between and len(between) < len(valid) - 1  # not at every validation
+    for before, after in zip(saves, between):
+        assert after - before >= 3

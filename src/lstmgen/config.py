@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from lstmgen.errors import LstmgenError
 
@@ -107,14 +107,14 @@ class TrainConfig:
     warmup_steps: int = 0  # linear warm-up from 0 to lr
     min_lr_ratio: float = 0.1  # where cosine/linear decay ends, as a fraction of lr
     clip: float = 0.5  # clip the global gradient norm to this (0: no clipping)
-    eval_every: int = 0  # also validate every N steps (0: only at the end of each epoch)
+    eval_every: Union[str, int] = 0  # validate every N steps and at the end of each epoch, or every duration of training such as 30s instead (0: at the end of each epoch)
     ema_decay: float = 0.0  # validate, test and keep an exponential moving average of the weights, e.g. 0.999 (0: off)
     eval_tokens: int = 0  # score at most this many validation tokens per evaluation (0: all)
     seed: int = 1234  # seeds weights, dropout and sampling; same seed, same run (on a CPU)
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps
     threads: int = 0  # CPU threads for torch (0: torch's default)
     amp: str = "auto"  # auto (bf16 on CUDA, off elsewhere) | bf16 | off
-    save_every: int = 0  # write a resumable state every N steps (0: at every evaluation)
+    save_every: Union[str, int] = 0  # write a resumable state every N steps, or every duration of training such as 2m (0: at every evaluation)
     nan_policy: str = "stop"  # stop | backoff (halve the lr once and go back to the last good weights)
     tensorboard: bool = False  # also log every evaluation to RUN/tensorboard (needs the tensorboard package)
 
@@ -128,15 +128,34 @@ class TrainConfig:
         _check(self.warmup_steps >= 0, "--warmup-steps must be 0 or positive")
         _check(0 <= self.min_lr_ratio <= 1, "--min-lr-ratio must be in [0, 1]")
         _check(self.clip >= 0, "--clip must be 0 (off) or positive")
-        _check(self.eval_every >= 0, "--eval-every must be 0 or positive")
+        self.eval_every = _steps_or_duration(self.eval_every, "--eval-every")
         _check(self.eval_tokens >= 0, "--eval-tokens must be 0 or positive")
         _check(0 <= self.ema_decay < 1, "--ema-decay must be in [0, 1)")
         _check(self.threads >= 0, "--threads must be 0 or positive")
         _check(self.amp in ("auto", "bf16", "off"), "--amp must be auto, bf16 or off")
-        _check(self.save_every >= 0, "--save-every must be 0 or positive")
+        self.save_every = _steps_or_duration(self.save_every, "--save-every")
         _check(self.nan_policy in ("stop", "backoff"), "--nan-policy must be stop or backoff")
         if self.time_budget is not None:
             parse_duration(self.time_budget)
+
+
+def _steps_or_duration(value: Union[str, int], flag: str) -> Union[str, int]:
+    """A count of steps as an int ("500" -> 500), or a duration as given ("30s"), checked."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int):
+        _check(value >= 0, f"{flag} must be 0 or positive")
+        return value
+    try:
+        parse_duration(value)
+    except LstmgenError:
+        raise LstmgenError(f"{flag} must be a number of steps like 500 or a duration like 30s, 2m")
+    return value
+
+
+def every(value: Union[str, int]) -> tuple[int, float]:
+    """``eval_every``/``save_every`` as (steps, seconds); the one not given is 0."""
+    return (value, 0.0) if isinstance(value, int) else (0, parse_duration(value))
 
 
 def parse_duration(text: str) -> float:
@@ -208,14 +227,17 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # collection dozens of times (BENCHMARKS.md, issue 7.7): batch 256 costs an H100 barely more per
     # step than 64 (3.5x the tokens/s); dropout on the recurrent weights beat more batch alone; and the
     # 1536-wide model caught up with the 1024-wide one while still improving faster. An epoch takes
-    # seconds there, so each validation scores the first 50,000 tokens only (the test scores all).
+    # seconds there. Validating after each of the 58 (on the first 50,000 tokens; the test scores all)
+    # took 17 s of the 3 minutes, and writing the 430 MB resumable state as often about as much again
+    # (871k tokens/s overall against 1.07M in bench/shape_speed.py); so it validates every 15 s and
+    # saves every minute of training instead.
     "gpu": {
         "tokenizer": {"tokenizer": "char"},
         "model": {"embed_size": 512, "hidden_size": 1536, "num_layers": 2, "dropout": 0.4, "weight_drop": 0.5,
                   "output": "tied"},
         "train": {"batch_size": 256, "seq_len": 128, "lr": 0.004, "optimizer": "adamw", "clip": 1.0,
                   "epochs": 60.0, "schedule": "cosine", "warmup_steps": 100, "weight_decay": 0.1,
-                  "eval_tokens": 50000},
+                  "eval_tokens": 50000, "eval_every": "15s", "save_every": "1m"},
     },
     # A few seconds on any machine: for tests and smoke runs.
     "tiny": {

@@ -171,12 +171,12 @@ def max_over_ranks(value: float) -> float:
     return _all_reduce_cpu([value], dist.ReduceOp.MAX)[0]
 
 
-def agree(flag: bool, signum: Optional[int]) -> tuple[bool, Optional[int]]:
-    """Whether any rank raised ``flag``, and the signal any rank caught (the highest number)."""
+def agree(flags: tuple[bool, ...], signum: Optional[int]) -> tuple[tuple[bool, ...], Optional[int]]:
+    """For each flag, whether any rank raised it; and the signal any rank caught (the highest number)."""
     if not is_active():
-        return flag, signum
-    flag_any, signal_max = _all_reduce_cpu([float(flag), float(signum or 0)], dist.ReduceOp.MAX)
-    return flag_any > 0, (int(signal_max) or None)
+        return flags, signum
+    *raised, signal_max = _all_reduce_cpu([*map(float, flags), float(signum or 0)], dist.ReduceOp.MAX)
+    return tuple(r > 0 for r in raised), (int(signal_max) or None)
 
 
 def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:

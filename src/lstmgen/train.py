@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from lstmgen import distributed as dist_utils
-from lstmgen.config import RunConfig, TrainConfig, parse_duration
+from lstmgen.config import RunConfig, TrainConfig, every, parse_duration
 from lstmgen.data import batchify, device_grid, get_window, num_windows
 from lstmgen.errors import LstmgenError
 from lstmgen.evaluate import Score, autocast_context, score_ids
@@ -139,6 +139,8 @@ class _LoopState:
     step: int = 0
     elapsed: float = 0.0  # seconds of training so far, across resumes
     eval_seconds: float = 0.0  # of those, spent validating and saving (in this process)
+    evaluated_at: float = 0.0  # ``elapsed`` at the last validation (in this process)
+    saved_at: float = 0.0  # ``elapsed`` at the last checkpoint (in this process)
     tokens: int = 0
     best_valid: float = float("inf")
     backoffs: int = 0
@@ -412,6 +414,9 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
     log_every = 10
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []
     window_tokens = tc.batch_size * tc.seq_len * world_size
+    eval_steps, eval_seconds = every(tc.eval_every)
+    save_steps, save_seconds = every(tc.save_every)
+    loop.evaluated_at = loop.saved_at = loop.elapsed
     with _SignalCatcher() as signals:
         wrapped.train()
         tick = last_flush = time.perf_counter()
@@ -447,14 +452,19 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
             loop.elapsed += now - tick
             tick = now
             pending.append((loss.detach(), norm.detach()))
-            end_of_epoch = loop.step % windows == 0 or loop.step == total_steps
-            due_eval = end_of_epoch or (tc.eval_every and loop.step % tc.eval_every == 0)
-            save_due = tc.save_every and loop.step % tc.save_every == 0
+            timed_eval = eval_seconds > 0 and loop.elapsed - loop.evaluated_at >= eval_seconds
+            timed_save = save_seconds > 0 and loop.elapsed - loop.saved_at >= save_seconds
             # Every save point flushes, so no step reaches a checkpoint unchecked; other flushes only
             # report progress, and when they happen changes nothing that is trained or saved.
             flush_due, signum = now - last_flush > 5, signals.signum
             if world_size > 1:  # every rank must take the same branches below, or a collective waits forever
-                flush_due, signum = dist_utils.agree(flush_due, signum)
+                (flush_due, timed_eval, timed_save), signum = dist_utils.agree(
+                    (flush_due, timed_eval, timed_save), signum)
+            # by steps: at every epoch's end too; by time: on the clock alone (an epoch may take seconds)
+            due_eval = (loop.step == total_steps or timed_eval or (not eval_seconds and loop.step % windows == 0)
+                        or bool(eval_steps and loop.step % eval_steps == 0))
+            save_due = timed_save or bool(save_steps and loop.step % save_steps == 0) or (
+                due_eval and not tc.save_every)
             if len(pending) >= log_every or flush_due or due_eval or save_due or signum is not None:
                 values = torch.stack([torch.stack(p) for p in pending]).float().cpu()  # one host sync
                 values = dist_utils.mean_over_ranks(values).numpy()  # the global batch's; NaN on one rank, NaN on all
@@ -481,12 +491,14 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
                 loop.eval_seconds += time.perf_counter() - eval_start
                 loop.elapsed += time.perf_counter() - tick
                 tick = time.perf_counter()
-            if due_eval or save_due:
+                loop.evaluated_at = loop.elapsed
+            if save_due:
                 checkpoint()
+                loop.saved_at = loop.elapsed
             if signum is not None:
                 # Between save points the state goes to its own file: checkpoint.pt stays the point a
                 # later NaN backs off to, exactly as in a run that was never stopped.
-                if not (due_eval or save_due):
+                if not save_due:
                     checkpoint(name=INTERRUPTED_FILE)
                 raise TrainingInterrupted(signum, run_dir)
         loop.elapsed += time.perf_counter() - tick
