@@ -3,7 +3,8 @@
     python bench/budget.py ../shared/corpora/sidamingzhu --minutes 10 \
         --contender seed --contender default --contender "small:default,hidden_size=256"
 
-A contender is ``NAME:PRESET[,field=value,...]`` (or just a preset name); any other flag
+A contender is ``NAME:PRESET[,field=value,...]`` (or just a preset name; a field without a value
+is a switch, like ``locked_dropout``); any other flag
 (``--threads 2``) is passed to every contender. Each one trains in its own
 process (so peak memory is its own) with ``--time-budget``; the table lists characters/s and
 tokens/s, steps, peak memory, and held-out test perplexity and bits per character. ``--json FILE``
@@ -24,13 +25,14 @@ from pathlib import Path
 
 
 def parse_contender(text: str) -> tuple[str, str, list[str]]:
-    """"small:default,hidden_size=256" -> ("small", "default", ["--hidden-size", "256"])."""
+    """"small:default,hidden_size=256,locked_dropout" -> ("small", "default", ["--hidden-size", "256",
+    "--locked-dropout"]): a setting without a value is a switch."""
     name, _, spec = text.partition(":") if ":" in text else (text, "", text)
     preset, *settings = spec.split(",")
     flags: list[str] = []
     for setting in settings:
-        key, _, value = setting.partition("=")
-        flags += ["--" + key.strip().replace("_", "-"), value.strip()]
+        key, equals, value = setting.partition("=")
+        flags += ["--" + key.strip().replace("_", "-")] + ([value.strip()] if equals else [])
     return name, preset, flags
 
 

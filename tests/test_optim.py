@@ -7,15 +7,20 @@ from conftest import make_text
 from lstmgen.optim import FusedAdam, WeightAverage
 
 
-def _model() -> torch.nn.Module:
+# Every test runs on the CPU; where a GPU is present (the device checks), the optimiser's on it too.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+
+
+def _model(device: str = "cpu") -> torch.nn.Module:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Embedding(20, 6), torch.nn.Linear(6, 20))
+    return torch.nn.Sequential(torch.nn.Embedding(20, 6), torch.nn.Linear(6, 20)).to(device)
 
 
 def _train(model: torch.nn.Module, optimizer, steps: int, start: int = 0, lrs=(0.01, 0.005, 0.02)) -> None:
     """Steps ``start`` .. ``steps - 1`` of one fixed run: the same batches and lr schedule every time."""
     torch.manual_seed(1)
-    batches = [torch.randint(0, 20, (8,)) for _ in range(steps)]
+    device = next(model.parameters()).device
+    batches = [torch.randint(0, 20, (8,)).to(device) for _ in range(steps)]
     for i in range(start, steps):
         loss = torch.nn.functional.cross_entropy(model(batches[i]), batches[i].flip(0))
         optimizer.zero_grad(set_to_none=True)
@@ -25,9 +30,10 @@ def _train(model: torch.nn.Module, optimizer, steps: int, start: int = 0, lrs=(0
         optimizer.step()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("decoupled", [True, False])
-def test_fused_adam_gives_torchs_weights_and_state(decoupled):
-    ours, theirs = _model(), _model()
+def test_fused_adam_gives_torchs_weights_and_state(decoupled, device):
+    ours, theirs = _model(device), _model(device)
     kind = torch.optim.AdamW if decoupled else torch.optim.Adam
     a = FusedAdam(ours.parameters(), lr=0.01, weight_decay=0.1, decoupled=decoupled)
     b = kind(theirs.parameters(), lr=0.01, weight_decay=0.1, fused=True)
@@ -153,3 +159,28 @@ def test_a_run_with_ema_decay_validates_and_keeps_the_average_and_trains_on(tmp_
         assert torch.equal(best[name], averaged), name
         assert not torch.equal(best[name], state["model"][name]), name  # training goes on from its own weights
     assert [r["step"] for r in read_metrics(run) if "valid_nll" in r] == [state["step"]]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_an_lstm_runs_on_the_average_while_it_is_swapped_in(device):
+    """On a GPU, cuDNN keeps the LSTM's weights in one flat buffer: the swap must reach it."""
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(4, 8, num_layers=2, batch_first=True).to(device)
+    average = WeightAverage(lstm.parameters(), decay=0.5)
+    with torch.no_grad():
+        for p in lstm.parameters():
+            p.add_(torch.randn_like(p))
+    average.update()
+    with torch.no_grad():
+        for p in lstm.parameters():
+            p.mul_(-0.5)
+    average.update()  # the mean of the two: a quarter of the first weights, neither the start nor the end
+    twin = torch.nn.LSTM(4, 8, num_layers=2, batch_first=True).to(device)
+    with torch.no_grad():
+        for p, a in zip(twin.parameters(), average.averages):
+            p.copy_(a)
+    x = torch.randn(3, 5, 4, device=device)
+    own = lstm(x)[0]
+    with average.swapped_in():
+        assert torch.allclose(lstm(x)[0], twin(x)[0], atol=1e-6)
+    assert torch.equal(lstm(x)[0], own)
