@@ -25,7 +25,9 @@ from lstmgen.cli import main
 from lstmgen.runs import WEIGHTS, load_latest_state, load_run, load_state, read_metrics
 
 EPOCHS = 4  # 55 steps per epoch on this corpus: long enough to be stopped half-way
-COMMON = ["--preset", "tiny", "--dropout", "0", "--seed", "3", "--epochs", str(EPOCHS), "--device", "cpu"]
+# With a weight average, as the default recipe has: validated and resumed across the ranks too.
+COMMON = ["--preset", "tiny", "--dropout", "0", "--seed", "3", "--epochs", str(EPOCHS), "--device", "cpu",
+          "--ema-decay", "0.9"]
 
 
 def free_port() -> int:
@@ -102,6 +104,9 @@ def test_two_processes_train_what_one_process_trains_on_the_global_batch(two_pro
     assert mine["step"] == reference["step"] == EPOCHS * 55
     for name, tensor in reference["model"].items():
         assert torch.allclose(mine["model"][name], tensor, rtol=1e-4, atol=1e-5), name
+    assert mine["average"]["updates"] == reference["average"]["updates"] == EPOCHS * 55
+    for a, b in zip(mine["average"]["averages"], reference["average"]["averages"]):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
     # what was logged is the global batch's: train loss, and validation scored as one process scores it
     ours, theirs = read_metrics(run), read_metrics(single)
     assert [r.get("step") for r in ours] == [r.get("step") for r in theirs]  # each record once: rank 0 alone writes
