@@ -599,3 +599,15 @@ def test_eval_and_save_every_a_duration_follow_the_training_clock(small_corpus, 
     assert between and len(between) < len(valid) - 1  # not at every validation
     for before, after in zip(saves, between):
         assert after - before >= 3
+
+
+def test_stale_temporaries_are_ours_and_safetensors_and_nothing_else(tmp_path: Path):
+    run = tmp_path / "run"
+    (run / "state").mkdir(parents=True)
+    stale = [run / ".model.safetensors.0123456789ab.tmp", run / "state" / ".checkpoint.pt.ba9876543210.tmp",
+             run / ".tmpAb12Cd", run / "state" / ".tmpZ9y8X7"]  # the last two: safetensors' own, killed mid-write
+    kept = [run / ".tmpnotes.txt", run / ".lock", run / "notes.tmp", run / "config.json"]
+    for path in stale + kept:
+        path.write_text("x")
+    assert remove_stale_temporaries(run) == len(stale)
+    assert sorted(p for p in run.rglob("*") if p.is_file()) == sorted(kept)

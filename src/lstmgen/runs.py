@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,9 @@ CONFIG, TOKENIZER, VOCAB, WEIGHTS, METRICS = "config.json", "tokenizer.json", "v
 STATE_DIR, STATE_FILE = "state", "checkpoint.pt"
 INTERRUPTED_FILE = "interrupted.pt"  # where Ctrl-C saves between save points; checkpoint.pt stays the last good one
 TMP_SUFFIX = ".tmp"
+# safetensors (0.8) writes through a temporary file of its own beside the target, named like Rust's
+# tempfile crate names them: ".tmp" and six letters or digits. A kill during that write leaves it.
+FOREIGN_TMP = re.compile(r"\.tmp[A-Za-z0-9]{6}")
 REQUIRED = (CONFIG, TOKENIZER, VOCAB, WEIGHTS)
 PathLike = Union[str, Path]
 
@@ -47,8 +51,8 @@ PathLike = Union[str, Path]
 def atomic_write(path: PathLike, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)``, fsync, then rename over ``path``: readers see old or new, never half.
 
-    A kill at any moment leaves ``path`` as it was, plus at worst a stray ``.NAME.*.tmp`` file
-    (``remove_stale_temporaries`` clears those).
+    A kill at any moment leaves ``path`` as it was, plus at worst a stray ``.NAME.*.tmp`` file, or
+    the ``.tmpXXXXXX`` safetensors writes through (``remove_stale_temporaries`` clears both).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +85,9 @@ def remove_stale_temporaries(run_dir: PathLike) -> int:
     """Delete temporary files a killed writer left in ``run_dir`` and ``state/``; call under ``RunLock``."""
     removed = 0
     for folder in (Path(run_dir), Path(run_dir) / STATE_DIR):
-        for tmp in folder.glob(f".*{TMP_SUFFIX}") if folder.is_dir() else ():
+        for tmp in folder.glob(".*") if folder.is_dir() else ():
+            if not (tmp.name.endswith(TMP_SUFFIX) or FOREIGN_TMP.fullmatch(tmp.name)):
+                continue
             try:
                 tmp.unlink()
                 removed += 1
