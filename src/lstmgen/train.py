@@ -139,8 +139,6 @@ class _LoopState:
     step: int = 0
     elapsed: float = 0.0  # seconds of training so far, across resumes
     eval_seconds: float = 0.0  # of those, spent validating and saving (in this process)
-    evaluated_at: float = 0.0  # ``elapsed`` at the last validation (in this process)
-    saved_at: float = 0.0  # ``elapsed`` at the last checkpoint (in this process)
     tokens: int = 0
     best_valid: float = float("inf")
     backoffs: int = 0
@@ -414,9 +412,9 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
     log_every = 10
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []
     window_tokens = tc.batch_size * tc.seq_len * world_size
-    eval_steps, eval_seconds = every(tc.eval_every)
-    save_steps, save_seconds = every(tc.save_every)
-    loop.evaluated_at = loop.saved_at = loop.elapsed
+    eval_steps, eval_period = every(tc.eval_every)  # one of the two is 0
+    save_steps, save_period = every(tc.save_every)
+    evaluated_at = saved_at = loop.elapsed  # the training clock at the last validation and checkpoint
     with _SignalCatcher() as signals:
         wrapped.train()
         tick = last_flush = time.perf_counter()
@@ -452,8 +450,8 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
             loop.elapsed += now - tick
             tick = now
             pending.append((loss.detach(), norm.detach()))
-            timed_eval = eval_seconds > 0 and loop.elapsed - loop.evaluated_at >= eval_seconds
-            timed_save = save_seconds > 0 and loop.elapsed - loop.saved_at >= save_seconds
+            timed_eval = eval_period > 0 and loop.elapsed - evaluated_at >= eval_period
+            timed_save = save_period > 0 and loop.elapsed - saved_at >= save_period
             # Every save point flushes, so no step reaches a checkpoint unchecked; other flushes only
             # report progress, and when they happen changes nothing that is trained or saved.
             flush_due, signum = now - last_flush > 5, signals.signum
@@ -461,7 +459,7 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
                 (flush_due, timed_eval, timed_save), signum = dist_utils.agree(
                     (flush_due, timed_eval, timed_save), signum)
             # by steps: at every epoch's end too; by time: on the clock alone (an epoch may take seconds)
-            due_eval = (loop.step == total_steps or timed_eval or (not eval_seconds and loop.step % windows == 0)
+            due_eval = (loop.step == total_steps or timed_eval or (not eval_period and loop.step % windows == 0)
                         or bool(eval_steps and loop.step % eval_steps == 0))
             save_due = timed_save or bool(save_steps and loop.step % save_steps == 0) or (
                 due_eval and not tc.save_every)
@@ -491,10 +489,10 @@ def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device,
                 loop.eval_seconds += time.perf_counter() - eval_start
                 loop.elapsed += time.perf_counter() - tick
                 tick = time.perf_counter()
-                loop.evaluated_at = loop.elapsed
+                evaluated_at = loop.elapsed
             if save_due:
                 checkpoint()
-                loop.saved_at = loop.elapsed
+                saved_at = loop.elapsed
             if signum is not None:
                 # Between save points the state goes to its own file: checkpoint.pt stays the point a
                 # later NaN backs off to, exactly as in a run that was never stopped.
