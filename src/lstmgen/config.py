@@ -231,9 +231,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # step than 64 (3.5x the tokens/s); dropout on the recurrent weights beat more batch alone; and the
     # 1536-wide model caught up with the 1024-wide one while still improving faster. An epoch takes
     # seconds there. Validating after each of the 58 (on the first 50,000 tokens; the test scores all)
-    # took 17 s of the 3 minutes, and writing the 430 MB resumable state as often about as much again
-    # (871k tokens/s overall against 1.07M in bench/shape_speed.py); so it validates every 15 s and
-    # saves every minute of training instead.
+    # took 17 s of the 3 minutes, and about as much again went elsewhere, likely to writing the 430 MB
+    # resumable state as often (871k tokens/s overall against 1.07M in bench/shape_speed.py); so it
+    # validates every 15 s and saves every minute of training instead.
     "gpu": {
         "tokenizer": {"tokenizer": "char"},
         "model": {"embed_size": 512, "hidden_size": 1536, "num_layers": 2, "dropout": 0.4, "weight_drop": 0.5,
