@@ -1,6 +1,10 @@
+import numpy as np
+import pytest
 import torch
 
 from lstmgen.config import ModelConfig, build_config
+from lstmgen.data import IGNORE_INDEX
+from lstmgen.evaluate import describe_oov, score_ids
 from lstmgen.model import LSTMLM, count_parameters
 
 
@@ -156,3 +160,36 @@ def test_locked_dropout_keeps_one_mask_through_the_sequence():
     model.eval()
     model.features(inputs)
     assert torch.equal(captured.pop(), model.embedding(inputs))
+
+
+def test_per_position_loss_sums_to_the_total_and_is_zero_where_skipped():
+    torch.manual_seed(0)
+    x = torch.randint(0, 300, (2, 6))
+    y = torch.randint(0, 300, (2, 6))
+    y[0, :2] = IGNORE_INDEX
+    for output in ("full", "tied", "adaptive"):
+        model = LSTMLM(ModelConfig(embed_size=8, hidden_size=16, output=output, adaptive_cutoffs="50,150"), 300)
+        features, _ = model.features(x)
+        per = model.nll(features, y, reduction="none")
+        assert per.shape == (12,) and (per[:2] == 0).all() and (per[2:] > 0).all(), output
+        assert torch.allclose(per.sum(), model.nll(features, y, reduction="sum"), atol=1e-4), output
+
+
+def test_the_score_says_what_the_unknown_targets_cost():
+    # One row, one window: the <unk> targets' loss is read off log_probs by hand.
+    torch.manual_seed(0)
+    ids = np.array([3, 0, 7, 9, 0, 0, 4, 2, 0, 5], dtype=np.int32)
+    for output in ("full", "adaptive"):
+        model = LSTMLM(ModelConfig(embed_size=8, hidden_size=16, output=output, adaptive_cutoffs="4"), 12).eval()
+        score = score_ids(model, ids, characters=20, batch_size=1, seq_len=16)
+        with torch.no_grad():
+            features, _ = model.features(torch.from_numpy(ids[None, :-1]).long())
+            logp = model.log_probs(features[0])
+        targets = torch.from_numpy(ids[1:]).long()
+        picked = -logp.gather(1, targets[:, None])[:, 0]
+        assert score.unknown == 4 and score.tokens == 9
+        assert score.unknown_nll == pytest.approx(float(picked[targets == 0].sum()), rel=1e-4), output
+        assert score.nll == pytest.approx(float(picked.sum()), rel=1e-4), output
+        assert score.unknown_share == pytest.approx(score.unknown_nll / score.nll)
+    assert describe_oov(0.0013, 0.0) == "0.13%"
+    assert describe_oov(0.067, 0.153) == "6.70% (15.3% of the loss)"

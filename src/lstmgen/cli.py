@@ -147,6 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _print_summary(run_dir: Path) -> None:
+    from lstmgen.evaluate import describe_oov
     from lstmgen.runs import read_metrics
 
     records = read_metrics(run_dir)
@@ -159,12 +160,13 @@ def _print_summary(run_dir: Path) -> None:
               f"(step {best['step']})")
     if "test_perplexity" in test:
         print(f"test: perplexity {test['test_perplexity']:.2f}, {test['test_bits_per_char']:.3f} bits/char, "
-              f"OOV {100 * test['test_oov_rate']:.2f}%, {test['tokens_per_s']:,.0f} tokens/s, "
+              f"OOV {describe_oov(test['test_oov_rate'], test.get('test_unknown_share', 0.0))}, "
+              f"{test['tokens_per_s']:,.0f} tokens/s, "
               f"{test['seconds']:.0f}s of training")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lstmgen.evaluate import score_ids
+    from lstmgen.evaluate import describe_oov, score_ids
     from lstmgen.pipeline import encode_text, prepare, read_texts
     from lstmgen.runs import load_run
     from lstmgen.train import pick_device
@@ -193,7 +195,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result, ensure_ascii=False, indent=1))
     else:
         rows = [("perplexity", f"{score.perplexity:.2f}"), ("bits per char", f"{score.bits_per_char:.4f}"),
-                ("OOV rate", f"{100 * score.oov_rate:.2f}%"), ("tokens", f"{score.tokens:,}"),
+                ("OOV rate", describe_oov(score.oov_rate, score.unknown_share)), ("tokens", f"{score.tokens:,}"),
                 ("characters", f"{score.characters:,}")]
         rows += [(key[7:], f"{value:.4f}" if isinstance(value, float)
                   else str(value).replace("\n", "\\n")) for key, value in result.items() if key.startswith("sample_")]

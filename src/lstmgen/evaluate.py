@@ -30,6 +30,7 @@ class Score:
     characters: int  # characters of the text those tokens spell
     nll: float  # total negative log-likelihood, nats
     unknown: int  # scored tokens that were <unk>
+    unknown_nll: float = 0.0  # the part of ``nll`` spent on those <unk> targets, nats
 
     @property
     def perplexity(self) -> float:
@@ -43,9 +44,15 @@ class Score:
     def oov_rate(self) -> float:
         return self.unknown / max(self.tokens, 1)
 
+    @property
+    def unknown_share(self) -> float:
+        """The share of the loss spent on <unk> targets. A word model is charged only for predicting
+        "some unknown word" there, nothing for which one (its spelling)."""
+        return self.unknown_nll / self.nll if self.nll > 0 else 0.0
+
     def as_dict(self, prefix: str = "") -> dict:
         out = {**asdict(self), "perplexity": self.perplexity, "bits_per_char": self.bits_per_char,
-               "oov_rate": self.oov_rate}
+               "oov_rate": self.oov_rate, "unknown_share": self.unknown_share}
         return {f"{prefix}{k}": v for k, v in out.items()}
 
 
@@ -56,6 +63,12 @@ def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractConte
     if device.type == "cpu" and amp == "bf16":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def describe_oov(oov_rate: float, unknown_share: float) -> str:
+    """"0.13%", or "6.70% (15.3% of the loss)" when <unk> targets cost anything."""
+    text = f"{100 * oov_rate:.2f}%"
+    return f"{text} ({100 * unknown_share:.1f}% of the loss)" if unknown_share > 0 else text
 
 
 @torch.no_grad()
@@ -69,8 +82,8 @@ def nll_sums(
     amp: str = "off",
     rank: int = 0,
     world_size: int = 1,
-) -> tuple[float, int, int]:
-    """Total NLL (nats), tokens scored and <unk> tokens scored over a whole stream.
+) -> tuple[float, int, int, float]:
+    """Total NLL (nats), tokens scored, <unk> tokens scored and the NLL of those over a whole stream.
 
     The stream is laid into ``batch_size`` padded rows, so every token is scored but the first of
     each row (it has no context), with the state carried from window to window as in training. With ``world_size`` processes,
@@ -79,7 +92,7 @@ def nll_sums(
     """
     grid = batchify_padded(ids, batch_size)[rank::world_size]
     if grid.shape[0] == 0:  # fewer rows than processes
-        return 0.0, 0, 0
+        return 0.0, 0, 0, 0.0
     grid = device_grid(grid, device)
     was_training = model.training
     model.eval()
@@ -87,15 +100,19 @@ def nll_sums(
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.int64, device=device)
     unknown = torch.zeros((), dtype=torch.int64, device=device)
+    unknown_nll = torch.zeros((), dtype=torch.float64, device=device)
     for index in range(-(-(grid.shape[1] - 1) // seq_len)):
         inputs, targets = get_window(grid, index, seq_len, device)
         with autocast_context(device, amp):
             features, state = model.features(inputs, state)
-            total += model.nll(features, targets, reduction="sum").double()
+            nll = model.nll(features, targets, reduction="none").double()  # (B*T,), 0 where skipped
+        is_unknown = targets.reshape(-1) == 0
+        total += nll.sum()
+        unknown_nll += torch.where(is_unknown, nll, 0.0).sum()
         count += (targets >= 0).sum()
-        unknown += (targets == 0).sum()
+        unknown += is_unknown.sum()
     model.train(was_training)
-    return float(total), int(count), int(unknown)
+    return float(total), int(count), int(unknown), float(unknown_nll)
 
 
 def score_ids(
@@ -123,18 +140,19 @@ def score_ids(
     if max_tokens and len(ids) > max_tokens:
         characters = max(1, round(characters * max_tokens / len(ids)))
         ids = ids[:max_tokens]
-    nll, tokens, unknown = 0.0, 0, 0
+    nll, tokens, unknown, unknown_nll = 0.0, 0, 0, 0.0
     if len(ids) >= 2:
-        nll, tokens, unknown = nll_sums(model, ids, batch_size=batch_size, seq_len=seq_len, device=device, amp=amp,
-                                        rank=rank, world_size=world_size)
+        nll, tokens, unknown, unknown_nll = nll_sums(model, ids, batch_size=batch_size, seq_len=seq_len,
+                                                     device=device, amp=amp, rank=rank, world_size=world_size)
     if world_size > 1:
         import torch.distributed as dist
 
-        sums = torch.tensor([nll, tokens, unknown], dtype=torch.float64,
+        sums = torch.tensor([nll, tokens, unknown, unknown_nll], dtype=torch.float64,
                             device=device if device.type == "cuda" else "cpu")
         dist.all_reduce(sums)
-        nll, tokens, unknown = float(sums[0]), int(sums[1]), int(sums[2])
+        nll, tokens, unknown, unknown_nll = float(sums[0]), int(sums[1]), int(sums[2]), float(sums[3])
     # the first token has no context and is not scored: drop its characters (about 1). Each row's
     # first token goes unscored too; at up to 16 rows in 150k tokens that is left in the count.
     lost = round(characters / max(len(ids), 1))
-    return Score(tokens=tokens, characters=max(1, characters - lost), nll=nll, unknown=unknown)
+    return Score(tokens=tokens, characters=max(1, characters - lost), nll=nll, unknown=unknown,
+                 unknown_nll=unknown_nll)

@@ -147,7 +147,8 @@ class LSTMLM(nn.Module):
     def nll(self, features: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """Negative log-likelihood (nats) of ``targets`` (B, T) given ``features`` (B, T, F).
 
-        Targets equal to IGNORE_INDEX are skipped; ``reduction`` is "mean" or "sum" over the rest.
+        Targets equal to IGNORE_INDEX are skipped; ``reduction`` is "mean" or "sum" over the rest, or
+        "none": one value per position, (B*T,), 0 where the target is skipped.
         """
         flat = features.reshape(-1, features.shape[-1])
         flat_targets = targets.reshape(-1)
@@ -155,6 +156,10 @@ class LSTMLM(nn.Module):
             logits = self._logits(flat).float()  # (B*T, V), or more columns that take no probability
             return F.cross_entropy(logits, flat_targets, ignore_index=IGNORE_INDEX, reduction=reduction)
         keep = flat_targets != IGNORE_INDEX
+        if reduction == "none":
+            nll = flat.new_zeros(flat_targets.shape, dtype=torch.float32)
+            nll[keep] = -self.adaptive(flat[keep].float(), flat_targets[keep]).output
+            return nll
         if not bool(keep.all()):
             flat, flat_targets = flat[keep], flat_targets[keep]
         loss = self.adaptive(flat.float(), flat_targets).loss  # mean over the kept positions
