@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import make_text
 from lstmgen.cli import main
 from lstmgen.runs import load_run, read_metrics
 
@@ -46,8 +47,25 @@ def test_eval_reports_perplexity_bits_per_char_and_oov(trained: Path, tiny_corpu
     test = read_metrics(trained)[-1]
     assert result["perplexity"] == pytest.approx(test["test_perplexity"], rel=1e-4)
     assert main(["eval", str(trained), str(tiny_corpus / "射雕.txt")]) == 0
-    out = capsys.readouterr().out
-    assert "bits per char" in out and "OOV rate" in out
+    out = capsys.readouterr()
+    assert "bits per char" in out.out and "OOV rate" in out.out
+
+
+def test_eval_warns_when_the_text_is_what_the_run_trained_on(trained: Path, tiny_corpus: Path, tmp_path: Path,
+                                                             capsys):
+    # 射雕.txt is one of the two novels the run read: 90% of it is training text.
+    assert main(["eval", str(trained), str(tiny_corpus / "射雕.txt"), "--json"]) == 0
+    out = capsys.readouterr()
+    assert "warning" in out.err and "射雕.txt" in out.err and "flatters" in out.err
+    assert json.loads(out.out)["trained_on"] == ["射雕.txt"]
+    assert main(["eval", str(trained), str(tiny_corpus), "--json"]) == 0  # the whole folder: both novels
+    assert json.loads(capsys.readouterr().out)["trained_on"] == ["射雕.txt", "神雕.txt"]
+    # A file outside the corpus: no warning.
+    other = tmp_path / "elsewhere.txt"
+    other.write_text(make_text(5, 20), encoding="utf-8")
+    assert main(["eval", str(trained), str(other), "--json"]) == 0
+    out = capsys.readouterr()
+    assert "warning" not in out.err and "trained_on" not in json.loads(out.out)
 
 
 def test_every_score_lays_the_text_out_alike_whatever_the_run_trained_with(tiny_corpus: Path, tmp_path: Path, capsys):
@@ -119,7 +137,6 @@ def test_bad_sampling_options_are_refused(trained: Path, capsys):
 
 
 def test_explicit_valid_and_test_files_replace_the_split(tiny_corpus: Path, tmp_path: Path):
-    from conftest import make_text
 
     valid, test = tmp_path / "valid.txt", tmp_path / "test.txt"
     valid.write_text(make_text(7, 5), encoding="utf-8")

@@ -167,16 +167,22 @@ def _print_summary(run_dir: Path) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from lstmgen.evaluate import describe_oov, score_ids
-    from lstmgen.pipeline import encode_text, prepare, read_texts
+    from lstmgen.pipeline import encode_text, prepare, read_texts, training_files_in
     from lstmgen.runs import load_run
     from lstmgen.train import pick_device
 
     run = load_run(args.run, device=pick_device(args.device))
+    trained_on: list[str] = []
     if args.path:
         texts = read_texts(args.path, run.config.data)
         ids = encode_text(texts, run.tokenizer, run.vocab)
         characters = sum(map(len, texts)) + len(texts) - 1
         what = str(args.path)
+        trained_on = training_files_in(args.path, run.info.get("corpus"))
+        if trained_on:
+            print(f"warning: {what} is text this run trained on ({', '.join(trained_on)} in its corpus "
+                  f"{run.info['corpus']}), so its score flatters the model; "
+                  f"`lstmgen eval {args.run}` scores the held-out test split", file=sys.stderr)
     else:
         corpus = run.info.get("corpus")
         if not corpus or not Path(corpus).exists():
@@ -187,6 +193,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise LstmgenError(f"{what}: too little text to score")
     score = score_ids(run.model, ids, characters=characters)
     result = {"text": what, **score.as_dict()}
+    if trained_on:
+        result["trained_on"] = trained_on
     if args.samples:
         from lstmgen.quality import sample_quality
 

@@ -45,6 +45,21 @@ def read_texts(path: Union[str, Path], data: DataConfig) -> list[str]:
     return [d.text for d in read_corpus(path, advert_pattern=data.advert_pattern, max_advert_line=data.max_advert_line)]
 
 
+def training_files_in(path: Union[str, Path], corpus: Optional[str]) -> list[str]:
+    """The files of ``path`` that the corpus a run trained on also reads (their names), or [].
+
+    Those files are mostly training text (all of it when the run was given ``--valid`` and ``--test``
+    files; 90% by default): scored as they are, they flatter the model.
+    """
+    if not corpus or not Path(corpus).exists():
+        return []
+    try:
+        trained = {f.resolve() for f in list_corpus_files(corpus)}
+        return [f.name for f in list_corpus_files(path) if f.resolve() in trained]
+    except LstmgenError:
+        return []
+
+
 def split_corpus(path: Union[str, Path], data: DataConfig) -> tuple[dict[str, list[str]], list[dict]]:
     """The three splits as lists of document texts, plus a description of each file read."""
     docs = read_corpus(path, advert_pattern=data.advert_pattern, max_advert_line=data.max_advert_line)
