@@ -601,13 +601,20 @@ def test_eval_and_save_every_a_duration_follow_the_training_clock(small_corpus, 
         assert after - before >= 3
 
 
-def test_stale_temporaries_are_ours_and_safetensors_and_nothing_else(tmp_path: Path):
+def test_stale_temporaries_are_ours_and_nothing_else(tmp_path: Path):
     run = tmp_path / "run"
     (run / "state").mkdir(parents=True)
-    stale = [run / ".model.safetensors.0123456789ab.tmp", run / "state" / ".checkpoint.pt.ba9876543210.tmp",
-             run / ".tmpAb12Cd", run / "state" / ".tmpZ9y8X7"]  # the last two: safetensors' own, killed mid-write
-    kept = [run / ".tmpnotes.txt", run / ".lock", run / "notes.tmp", run / "config.json"]
-    for path in stale + kept:
+    # atomic_write's private folders, as a kill leaves them: one with safetensors' own temporary inside
+    stale = [run / ".model.safetensors.0123456789ab.tmp", run / "state" / ".checkpoint.pt.ba9876543210.tmp"]
+    (stale[0]).mkdir()
+    (stale[0] / ".tmpAb12Cd").write_text("x")
+    (stale[1]).mkdir()
+    (stale[1] / "checkpoint.pt").write_text("x")
+    old = [run / ".config.json.00112233aabb.tmp"]  # what older versions left: a file of that name
+    kept = [run / ".tmpnotes.txt", run / ".lock", run / "notes.tmp", run / ".notes.tmp", run / "config.json",
+            run / ".tmpZ9y8X7", run / ".my.backup.tmp"]
+    for path in old + kept:
         path.write_text("x")
-    assert remove_stale_temporaries(run) == len(stale)
+    assert remove_stale_temporaries(run) == len(stale) + len(old)
     assert sorted(p for p in run.rglob("*") if p.is_file()) == sorted(kept)
+    assert sorted(p for p in run.rglob("*") if p.is_dir()) == [run / "state"]

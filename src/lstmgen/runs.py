@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +42,8 @@ CONFIG, TOKENIZER, VOCAB, WEIGHTS, METRICS = "config.json", "tokenizer.json", "v
 STATE_DIR, STATE_FILE = "state", "checkpoint.pt"
 INTERRUPTED_FILE = "interrupted.pt"  # where Ctrl-C saves between save points; checkpoint.pt stays the last good one
 TMP_SUFFIX = ".tmp"
-# safetensors (0.8) writes through a temporary file of its own beside the target, named like Rust's
-# tempfile crate names them: ".tmp" and six letters or digits. A kill during that write leaves it.
-FOREIGN_TMP = re.compile(r"\.tmp[A-Za-z0-9]{6}")
+# atomic_write's private folders, ".NAME.<12 hex digits>.tmp" (older versions wrote files so named)
+OUR_TMP = re.compile(r"\..+\.[0-9a-f]{12}" + re.escape(TMP_SUFFIX))
 REQUIRED = (CONFIG, TOKENIZER, VOCAB, WEIGHTS)
 PathLike = Union[str, Path]
 
@@ -51,26 +51,28 @@ PathLike = Union[str, Path]
 def atomic_write(path: PathLike, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)``, fsync, then rename over ``path``: readers see old or new, never half.
 
-    A kill at any moment leaves ``path`` as it was, plus at worst a stray ``.NAME.*.tmp`` file, or
-    the ``.tmpXXXXXX`` safetensors writes through (``remove_stale_temporaries`` clears both).
+    ``tmp_path`` has the final name, inside a private folder ``.NAME.<hex>.tmp`` beside ``path``, so
+    whatever temporary files the writer makes of its own (safetensors writes through a ``.tmpXXXXXX``
+    beside its target) stay in that folder too. A kill at any moment leaves ``path`` as it was, plus at
+    worst that folder, which ``remove_stale_temporaries`` deletes.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    while True:  # a fresh name; mode 0666 less the umask, as open() would give (mkstemp gives 0600)
-        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
+    while True:
+        folder = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
         try:
-            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            folder.mkdir()
             break
         except FileExistsError:
             continue
+    tmp = folder / path.name
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        shutil.rmtree(folder, ignore_errors=True)
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -82,14 +84,18 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> None:
 
 
 def remove_stale_temporaries(run_dir: PathLike) -> int:
-    """Delete temporary files a killed writer left in ``run_dir`` and ``state/``; call under ``RunLock``."""
+    """Delete what killed writers left in ``run_dir`` and ``state/`` (atomic_write's ``.NAME.<hex>.tmp``
+    folders, and files so named by older versions); call under ``RunLock``. Returns how many."""
     removed = 0
     for folder in (Path(run_dir), Path(run_dir) / STATE_DIR):
         for tmp in folder.glob(".*") if folder.is_dir() else ():
-            if not (tmp.name.endswith(TMP_SUFFIX) or FOREIGN_TMP.fullmatch(tmp.name)):
+            if not OUR_TMP.fullmatch(tmp.name):
                 continue
             try:
-                tmp.unlink()
+                if tmp.is_dir() and not tmp.is_symlink():
+                    shutil.rmtree(tmp)
+                else:
+                    tmp.unlink()
                 removed += 1
             except OSError:
                 pass
