@@ -36,11 +36,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """``torchrun --nproc-per-node 2 -m lstmgen ARGS`` on this machine's loopback only."""
-    port = free_port()
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--rdzv-backend", "c10d",
-               "--rdzv-endpoint", f"127.0.0.1:{port}", "--local-addr", "127.0.0.1", "-m", "lstmgen", *args]
+def torchrun(args: list[str], env: dict[str, str], *, port: int = 0, nodes: int = 1) -> subprocess.Popen:
+    """``torchrun --nproc-per-node 2 -m lstmgen ARGS`` on this machine's loopback only; or, with ``nodes``
+    > 1, one of that many launches (one process each) that meet at ``port``, as on separate machines."""
+    port = port or free_port()
+    per_node = ["--nproc-per-node", "2"] if nodes == 1 else ["--nnodes", str(nodes), "--nproc-per-node", "1"]
+    command = [sys.executable, "-m", "torch.distributed.run", *per_node, "--rdzv-backend", "c10d",
+               "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "lstmgen-test", "--local-addr", "127.0.0.1",
+               "-m", "lstmgen", *args]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -62,14 +65,48 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def launch_environment(root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+    (root / "tmp").mkdir()  # torchrun's own torchelastic_* folders, which it leaves behind when stopped
+    env.update(LSTMGEN_CACHE=str(root / "cache"), OMP_NUM_THREADS="1", TMPDIR=str(root / "tmp"))
+    return env
+
+
+@pytest.fixture(scope="module")
+def single_run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference: one process on the global batch of two ranks with batch 2."""
+    single = tmp_path_factory.mktemp("single") / "run"
+    threads = torch.get_num_threads()
+    try:  # one thread, as each rank had: faster on a busy machine, and the same arithmetic
+        assert main(["train", str(corpus), "--out", str(single), "--batch-size", "4", "--threads", "1", *COMMON]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return single
+
+
+def assert_same_training(run: Path, single: Path) -> None:
+    mine, reference = load_state(run), load_state(single)
+    assert mine["step"] == reference["step"] == EPOCHS * 55
+    for name, tensor in reference["model"].items():
+        assert torch.allclose(mine["model"][name], tensor, rtol=1e-4, atol=1e-5), name
+    assert mine["average"]["updates"] == reference["average"]["updates"] == EPOCHS * 55
+    for a, b in zip(mine["average"]["averages"], reference["average"]["averages"]):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    # what was logged is the global batch's: train loss, and validation scored as one process scores it
+    ours, theirs = read_metrics(run), read_metrics(single)
+    assert [r.get("step") for r in ours] == [r.get("step") for r in theirs]  # each record once: rank 0 alone writes
+    for a, b in zip(ours, theirs):
+        for key in ("train_loss", "valid_perplexity", "valid_bits_per_char", "test_perplexity"):
+            if key in b:
+                assert a[key] == pytest.approx(b[key], rel=1e-4), (a["step"], key)
+
+
 @pytest.fixture(scope="module")
 def two_process_run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two ranks, stopped by SIGTERM to torchrun half-way, then resumed to the end with torchrun."""
     root = tmp_path_factory.mktemp("ddp")
     run = root / "run"
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
-    (root / "tmp").mkdir()  # torchrun's own torchelastic_* folders, which it leaves behind when stopped
-    env.update(LSTMGEN_CACHE=str(root / "cache"), OMP_NUM_THREADS="1", TMPDIR=str(root / "tmp"))
+    env = launch_environment(root)
 
     first = torchrun(["train", str(corpus), "--out", str(run), "--batch-size", "2", *COMMON], env)
     deadline = time.monotonic() + 60
@@ -85,35 +122,29 @@ def two_process_run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> d
             "out": out, "err": err}
 
 
-def test_two_processes_train_what_one_process_trains_on_the_global_batch(two_process_run: dict, corpus: Path,
-                                                                         tmp_path: Path):
+def test_two_processes_train_what_one_process_trains_on_the_global_batch(two_process_run: dict, single_run: Path):
     run, stopped = two_process_run["run"], two_process_run["stopped"]
     assert two_process_run["returncode"] == 0, two_process_run["err"][-3000:]
     # the stop came half-way, and every rank's LSTM state was saved in the layout of one process
     assert stopped is not None and 0 < stopped["step"] < EPOCHS * 55, two_process_run["first_err"][-3000:]
     assert stopped["world_size"] == 2 and stopped["hidden"][0].shape == (1, 4, 32)
+    assert_same_training(run, single_run)
 
-    single = tmp_path / "single"
-    threads = torch.get_num_threads()
-    try:  # one thread, as each rank had: faster on a busy machine, and the same arithmetic
-        assert main(["train", str(corpus), "--out", str(single), "--batch-size", "4", "--threads", "1", *COMMON]) == 0
-    finally:
-        torch.set_num_threads(threads)
 
-    mine, reference = load_state(run), load_state(single)
-    assert mine["step"] == reference["step"] == EPOCHS * 55
-    for name, tensor in reference["model"].items():
-        assert torch.allclose(mine["model"][name], tensor, rtol=1e-4, atol=1e-5), name
-    assert mine["average"]["updates"] == reference["average"]["updates"] == EPOCHS * 55
-    for a, b in zip(mine["average"]["averages"], reference["average"]["averages"]):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
-    # what was logged is the global batch's: train loss, and validation scored as one process scores it
-    ours, theirs = read_metrics(run), read_metrics(single)
-    assert [r.get("step") for r in ours] == [r.get("step") for r in theirs]  # each record once: rank 0 alone writes
-    for a, b in zip(ours, theirs):
-        for key in ("train_loss", "valid_perplexity", "valid_bits_per_char", "test_perplexity"):
-            if key in b:
-                assert a[key] == pytest.approx(b[key], rel=1e-4), (a["step"], key)
+def test_two_machines_with_one_process_each_train_what_one_process_trains(corpus: Path, single_run: Path,
+                                                                          tmp_path: Path):
+    # Two launches of the same command, as a job script starts it on each of two machines: both
+    # processes are local rank 0 of their "machine", so each prepares the data (into one shared
+    # cache here, as with a shared home folder); only global rank 0 writes the run.
+    env, port = launch_environment(tmp_path), free_port()
+    run = tmp_path / "run"
+    nodes = [torchrun(["train", str(corpus), "--out", str(run), "--batch-size", "2", *COMMON], env, port=port,
+                      nodes=2) for _ in range(2)]
+    results = [finish(node) for node in nodes]
+    for node, (out, err) in zip(nodes, results):
+        assert node.returncode == 0, err[-3000:]
+    assert sum(out.count("run: ") for out, _ in results) == 1  # one summary, from rank 0
+    assert_same_training(run, single_run)
 
 
 def test_the_console_shows_each_line_once(two_process_run: dict):
