@@ -15,6 +15,7 @@ import random
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -31,7 +32,7 @@ from lstmgen.model import LSTMLM
 from lstmgen.pipeline import split_corpus
 from lstmgen.runs import (
     STATE_KEYS, RunLock, append_jsonl, load_latest_state, load_state, read_metrics, remove_stale_temporaries,
-    save_state,
+    save_state, save_weights, write_json,
 )
 
 # 1.5 epochs of 369 windows (553 steps): a few seconds of training, with evaluations at steps 60,
@@ -299,6 +300,22 @@ def test_a_crash_while_writing_keeps_the_old_file_and_leaves_no_temporary(tmp_pa
     assert (tmp_path / "state" / "checkpoint.pt").read_bytes() == before
     assert load_state(tmp_path)["step"] == 1
     assert [p.name for p in (tmp_path / "state").iterdir()] == ["checkpoint.pt"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_every_file_of_a_run_gets_the_mode_the_umask_gives(tmp_path: Path, umask: int):
+    # safetensors renames a 0600 file of its own into place; the weights must follow the umask like the rest
+    old = os.umask(umask)
+    try:
+        save_weights(torch.nn.Linear(2, 2), tmp_path / "model.safetensors")
+        save_state(tmp_path, dict.fromkeys(STATE_KEYS, 1))
+        write_json(tmp_path / "config.json", {"a": 1})
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "model.safetensors", tmp_path / "state" / "checkpoint.pt", tmp_path / "config.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["checkpoint.pt", "config.json", "model.safetensors",
+                                                          "state"]
 
 
 def test_a_torn_metrics_line_does_not_swallow_the_next_record(tmp_path: Path):

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,7 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> None:
     tmp = folder / path.name
     try:
         write(tmp)
+        _give_default_mode(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -81,6 +83,20 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def _give_default_mode(file: Path) -> None:
+    """Give ``file`` the mode open() gives a new file (0666 less the umask). safetensors writes through
+    a temporary file of mode 0600 and renames it into place, which left the weights unreadable to the
+    group and others while the run's other files were not."""
+    probe = file.parent / f".{file.name}.mode"
+    os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # the umask applies, as to any new file
+    try:
+        mode = stat.S_IMODE(probe.stat().st_mode)
+    finally:
+        probe.unlink()
+    if stat.S_IMODE(file.stat().st_mode) != mode:
+        os.chmod(file, mode)
 
 
 def remove_stale_temporaries(run_dir: PathLike) -> int:
