@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from lstmgen import tokenizers
+from lstmgen import segmenter, tokenizers
 from lstmgen.config import TokenizerConfig
 from lstmgen.errors import LstmgenError
 from lstmgen.tokenizers import (
@@ -173,8 +173,8 @@ def test_json_round_trip_tokenizes_and_encodes_identically(kind: str) -> None:
 @pytest.mark.parametrize("kind", ["char", "word", "hybrid", "whitespace"])
 def test_tokenize_many_in_two_processes_matches_tokenize(kind: str, monkeypatch) -> None:
     # Let even this small input go to worker processes, the path large corpora take.
-    monkeypatch.setitem(tokenizers._POOL_MIN_CHARS, "jieba", 0)
-    monkeypatch.setitem(tokenizers._POOL_MIN_CHARS, "rjieba", 0)
+    monkeypatch.setitem(segmenter.POOL_MIN_CHARS, "jieba", 0)
+    monkeypatch.setitem(segmenter.POOL_MIN_CHARS, "rjieba", 0)
     tokenizer = build_tokenizer(TokenizerConfig(tokenizer=kind, hybrid_min_count=2))
     tokenizer.fit(TRAINING, workers=2)
     texts = TRAINING + [STORY.replace("酒", "茶"), "", "杨过\n\n"] + [f"第{i}回 令狐冲喝了{i}碗酒" for i in range(20)]
