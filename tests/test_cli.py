@@ -137,7 +137,6 @@ def test_bad_sampling_options_are_refused(trained: Path, capsys):
 
 
 def test_explicit_valid_and_test_files_replace_the_split(tiny_corpus: Path, tmp_path: Path):
-
     valid, test = tmp_path / "valid.txt", tmp_path / "test.txt"
     valid.write_text(make_text(7, 5), encoding="utf-8")
     test.write_text(make_text(8, 3), encoding="utf-8")
