@@ -61,7 +61,16 @@ def training_files_in(path: Union[str, Path], corpus: Optional[str]) -> list[str
 
 
 def split_corpus(path: Union[str, Path], data: DataConfig) -> tuple[dict[str, list[str]], list[dict]]:
-    """The three splits as lists of document texts, plus a description of each file read."""
+    """The three splits as lists of document texts, plus a description of each file read.
+
+    Raises:
+        LstmgenError: a ``--valid`` or ``--test`` file is also one the corpus reads for training.
+    """
+    for name, held_out in (("--valid", data.valid_path), ("--test", data.test_path)):
+        shared = training_files_in(held_out, str(path)) if held_out else []
+        if shared:
+            raise LstmgenError(f"{name} {held_out}: {', '.join(shared)} is also in the training corpus {path}, so the "
+                               f"model would be scored on text it trained on; move it out of the corpus")
     docs = read_corpus(path, advert_pattern=data.advert_pattern, max_advert_line=data.max_advert_line)
     described = [{"name": d.name, "encoding": d.encoding, "characters": len(d.text), "dropped_lines": d.dropped_lines}
                  for d in docs]
