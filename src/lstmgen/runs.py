@@ -68,8 +68,14 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> None:
             continue
     tmp = folder / path.name
     try:
+        # Created first with the mode open() gives (0666 less the umask), and given that mode again if the
+        # writer replaced it: safetensors renames a 0600 temporary file of its own into place, which left
+        # the weights unreadable to the group and others while the run's other files were not.
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        mode = stat.S_IMODE(tmp.stat().st_mode)
         write(tmp)
-        _give_default_mode(tmp)
+        if stat.S_IMODE(tmp.stat().st_mode) != mode:
+            os.chmod(tmp, mode)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -83,20 +89,6 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> None:
             os.close(dir_fd)
     except OSError:
         pass
-
-
-def _give_default_mode(file: Path) -> None:
-    """Give ``file`` the mode open() gives a new file (0666 less the umask). safetensors writes through
-    a temporary file of mode 0600 and renames it into place, which left the weights unreadable to the
-    group and others while the run's other files were not."""
-    probe = file.parent / f".{file.name}.mode"
-    os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # the umask applies, as to any new file
-    try:
-        mode = stat.S_IMODE(probe.stat().st_mode)
-    finally:
-        probe.unlink()
-    if stat.S_IMODE(file.stat().st_mode) != mode:
-        os.chmod(file, mode)
 
 
 def remove_stale_temporaries(run_dir: PathLike) -> int:
