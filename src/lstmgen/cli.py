@@ -147,7 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _print_summary(run_dir: Path) -> None:
-    from lstmgen.evaluate import describe_oov
+    from lstmgen.evaluate import describe_bits, describe_oov
     from lstmgen.runs import read_metrics
 
     records = read_metrics(run_dir)
@@ -159,7 +159,8 @@ def _print_summary(run_dir: Path) -> None:
         print(f"best valid: perplexity {best['valid_perplexity']:.2f}, {best['valid_bits_per_char']:.3f} bits/char "
               f"(step {best['step']})")
     if "test_perplexity" in test:
-        print(f"test: perplexity {test['test_perplexity']:.2f}, {test['test_bits_per_char']:.3f} bits/char, "
+        bits = describe_bits(test["test_bits_per_char"], test.get("test_open_bits_per_char"))
+        print(f"test: perplexity {test['test_perplexity']:.2f}, {bits}, "
               f"OOV {describe_oov(test['test_oov_rate'], test.get('test_unknown_share', 0.0))}, "
               f"{test['tokens_per_s']:,.0f} tokens/s, "
               f"{test['seconds']:.0f}s of training")
@@ -175,7 +176,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     trained_on: list[str] = []
     if args.path:
         texts = read_texts(args.path, run.config.data)
-        ids = encode_text(texts, run.tokenizer, run.vocab)
+        ids, unknowns = encode_text(texts, run.tokenizer, run.vocab)
         characters = sum(map(len, texts)) + len(texts) - 1
         what = str(args.path)
         trained_on = training_files_in(args.path, run.info.get("corpus"))
@@ -189,9 +190,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise LstmgenError(f"{args.run}: its corpus {corpus!r} is not on this machine; give a PATH to score")
         data = prepare(corpus, run.config.data, run.config.tokenizer, vocab=run.vocab, tokenizer=run.tokenizer)
         ids, characters, what = data.ids[args.split], data.characters[args.split], f"{args.split} split of {corpus}"
+        unknowns = data.unknowns.get(args.split)
     if len(ids) < 2:
         raise LstmgenError(f"{what}: too little text to score")
-    score = score_ids(run.model, ids, characters=characters)
+    score = score_ids(run.model, ids, characters=characters, unknowns=unknowns)
     result = {"text": what, **score.as_dict()}
     if trained_on:
         result["trained_on"] = trained_on
@@ -202,9 +204,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=1))
     else:
-        rows = [("perplexity", f"{score.perplexity:.2f}"), ("bits per char", f"{score.bits_per_char:.4f}"),
-                ("OOV rate", describe_oov(score.oov_rate, score.unknown_share)), ("tokens", f"{score.tokens:,}"),
-                ("characters", f"{score.characters:,}")]
+        rows = [("perplexity", f"{score.perplexity:.2f}"), ("bits per char", f"{score.bits_per_char:.4f}")]
+        if unknowns is not None:  # the train split's are not gathered: its score is no held-out result
+            rows.append(("open bits per char", f"{score.open_bits_per_char:.4f} (<unk> words spelled out)"))
+        rows += [("OOV rate", describe_oov(score.oov_rate, score.unknown_share)), ("tokens", f"{score.tokens:,}"),
+                 ("characters", f"{score.characters:,}")]
         rows += [(key[7:], f"{value:.4f}" if isinstance(value, float)
                   else str(value).replace("\n", "\\n")) for key, value in result.items() if key.startswith("sample_")]
         print(what)

@@ -265,11 +265,23 @@ def batchify(ids: np.ndarray, batch_size: int, *, rank: int = 0, world_size: int
     return grid[rank * batch_size : (rank + 1) * batch_size]
 
 
+def padded_layout(num_tokens: int, batch_size: int) -> tuple[int, int]:
+    """The (rows, length) of ``batchify_padded``'s grid for a stream of ``num_tokens``."""
+    rows = max(1, min(batch_size, num_tokens // 2))
+    return rows, -(-num_tokens // rows)
+
+
+def row_starts(num_tokens: int, batch_size: int) -> np.ndarray:
+    """The stream positions that begin a row of ``batchify_padded``'s grid: the tokens never predicted."""
+    rows, length = padded_layout(num_tokens, batch_size)
+    starts = np.arange(rows, dtype=np.int64) * length
+    return starts[starts < num_tokens]
+
+
 def batchify_padded(ids: np.ndarray, batch_size: int) -> np.ndarray:
     """Like ``batchify`` but pads the last row with IGNORE_INDEX so that every token is scored."""
     ids = np.asarray(ids, dtype=np.int64)
-    rows = max(1, min(batch_size, len(ids) // 2))
-    length = -(-len(ids) // rows)
+    rows, length = padded_layout(len(ids), batch_size)
     out = np.full(rows * length, IGNORE_INDEX, dtype=np.int64)
     out[: len(ids)] = ids
     return out.reshape(rows, length)

@@ -12,6 +12,7 @@ import torch
 
 from lstmgen.data import batchify_padded, device_grid, get_window
 from lstmgen.model import LSTMLM
+from lstmgen.spelling import Unknowns
 
 # Every score (validation, test, ``lstmgen eval``) lays the text out the same way, whatever the run
 # trained with: 16 rows, each read start to end with the state carried from window to window. The
@@ -31,6 +32,8 @@ class Score:
     nll: float  # total negative log-likelihood, nats
     unknown: int  # scored tokens that were <unk>
     unknown_nll: float = 0.0  # the part of ``nll`` spent on those <unk> targets, nats
+    # what spelling out those <unk> words costs on top (lstmgen.spelling), nats; None: not counted
+    spelling_nll: Optional[float] = None
 
     @property
     def perplexity(self) -> float:
@@ -39,6 +42,14 @@ class Score:
     @property
     def bits_per_char(self) -> float:
         return self.nll / math.log(2) / max(self.characters, 1)
+
+    @property
+    def open_bits_per_char(self) -> Optional[float]:
+        """Bits per character with every <unk> word also spelled out: what a closed vocabulary's
+        score leaves uncoded, so models with different vocabularies compare on equal terms."""
+        if self.spelling_nll is None:
+            return None
+        return (self.nll + self.spelling_nll) / math.log(2) / max(self.characters, 1)
 
     @property
     def oov_rate(self) -> float:
@@ -52,7 +63,9 @@ class Score:
 
     def as_dict(self, prefix: str = "") -> dict:
         out = {**asdict(self), "perplexity": self.perplexity, "bits_per_char": self.bits_per_char,
-               "oov_rate": self.oov_rate, "unknown_share": self.unknown_share}
+               "open_bits_per_char": self.open_bits_per_char, "oov_rate": self.oov_rate,
+               "unknown_share": self.unknown_share}
+        out = {k: v for k, v in out.items() if v is not None}  # not counted: no key, rather than a null
         return {f"{prefix}{k}": v for k, v in out.items()}
 
 
@@ -63,6 +76,14 @@ def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractConte
     if device.type == "cpu" and amp == "bf16":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def describe_bits(bits_per_char: float, open_bits_per_char: Optional[float]) -> str:
+    """"5.593 bits/char", or "6.327 bits/char (open vocabulary 7.694)": see ``lstmgen.spelling``."""
+    text = f"{bits_per_char:.3f} bits/char"
+    if open_bits_per_char is not None and open_bits_per_char > bits_per_char + 5e-4:
+        text += f" (open vocabulary {open_bits_per_char:.3f})"
+    return text
 
 
 def describe_oov(oov_rate: float, unknown_share: float) -> str:
@@ -127,6 +148,7 @@ def score_ids(
     max_tokens: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    unknowns: Optional[Unknowns] = None,
 ) -> Score:
     """Score a token stream that spells ``characters`` characters.
 
@@ -135,6 +157,9 @@ def score_ids(
             scaled by the same share, so bits per character stay comparable.
         rank, world_size: with several processes, each scores its share of the rows and the sums
             are all-reduced, so every rank gets the same Score, the one a single process gets.
+        unknowns: the spelling cost of the stream's <unk> words (``PreparedData.unknowns``,
+            ``pipeline.encode_text``), for ``Score.open_bits_per_char``; None: not counted. It does
+            not depend on the model, so every rank adds it whole.
     """
     device = device or next(model.parameters()).device
     if max_tokens and len(ids) > max_tokens:
@@ -151,8 +176,15 @@ def score_ids(
                             device=device if device.type == "cuda" else "cpu")
         dist.all_reduce(sums)
         nll, tokens, unknown, unknown_nll = float(sums[0]), int(sums[1]), int(sums[2]), float(sums[3])
-    # the first token has no context and is not scored: drop its characters (about 1). Each row's
-    # first token goes unscored too; at up to 16 rows in 150k tokens that is left in the count.
-    lost = round(characters / max(len(ids), 1))
-    return Score(tokens=tokens, characters=max(1, characters - lost), nll=nll, unknown=unknown,
-                 unknown_nll=unknown_nll)
+    spelling_nll = None
+    if unknowns is not None:
+        spelling_nll = unknowns.scored_nats(len(ids), batch_size) if len(ids) >= 2 else 0.0
+    return Score(tokens=tokens, characters=scored_characters(characters, len(ids)), nll=nll, unknown=unknown,
+                 unknown_nll=unknown_nll, spelling_nll=spelling_nll)
+
+
+def scored_characters(characters: int, num_tokens: int) -> int:
+    """The characters a score divides by: the first token has no context and is not scored, so its
+    characters (about 1) are dropped. Each row's first token goes unscored too; at up to 16 rows in
+    150k tokens that is left in the count."""
+    return max(1, characters - round(characters / max(num_tokens, 1)))

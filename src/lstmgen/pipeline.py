@@ -20,6 +20,7 @@ from lstmgen.data import (Segmented, cache_key, default_cache_dir, load_segmente
                           segment_texts)
 from lstmgen.errors import LstmgenError
 from lstmgen.runs import write_json
+from lstmgen.spelling import Speller, Unknowns
 from lstmgen.tokenizers import Tokenizer, build_tokenizer
 from lstmgen.vocab import Vocab
 
@@ -38,6 +39,7 @@ class PreparedData:
     fingerprint: str  # content hash of the corpus text
     documents: list[dict] = field(default_factory=list)  # name, encoding, characters per file
     seconds: dict[str, float] = field(default_factory=dict)  # time spent reading, segmenting, ...
+    unknowns: dict[str, Unknowns] = field(default_factory=dict)  # valid, test -> their <unk> words' spelling
 
 
 def read_texts(path: Union[str, Path], data: DataConfig) -> list[str]:
@@ -249,11 +251,14 @@ def prepare(path: Union[str, Path], data: DataConfig, tok: TokenizerConfig, *,
         expansions = expand_types(seg.types, tokenizer)
     table = [[vocab.token_to_id(t) for t in tokens] for tokens in expansions]
     ids = encode_cached(seg, table, vocab, tokenizer)
+    speller = Speller(vocab)
+    unknowns = {name: Unknowns.of_types(seg.splits.get(name, np.zeros(0, np.int32)), expansions, table, speller)
+                for name in ("valid", "test")}
     seconds["encode"] = time.perf_counter() - start
     logger.info("vocabulary %d tokens; train %d tokens, valid %d, test %d",
                 len(vocab), len(ids["train"]), len(ids["valid"]), len(ids["test"]))
     return PreparedData(tokenizer=tokenizer, vocab=vocab, ids=ids, characters=characters,
-                        fingerprint=fingerprint, documents=described, seconds=seconds)
+                        fingerprint=fingerprint, documents=described, seconds=seconds, unknowns=unknowns)
 
 
 def encode_cached(seg: Segmented, table: list[list[int]], vocab: Vocab, tokenizer: Tokenizer) -> dict[str, np.ndarray]:
@@ -270,12 +275,18 @@ def encode_cached(seg: Segmented, table: list[list[int]], vocab: Vocab, tokenize
     return {name: open_ids(folder / f"{name}.bin") for name in SPLITS}
 
 
-def encode_text(texts: list[str], tokenizer: Tokenizer, vocab: Vocab, workers: int = 0) -> np.ndarray:
-    """Encode documents with a trained run's tokenizer and vocabulary (joined by newline tokens)."""
+def encode_text(texts: list[str], tokenizer: Tokenizer, vocab: Vocab,
+                workers: int = 0) -> tuple[np.ndarray, Unknowns]:
+    """Encode documents with a trained run's tokenizer and vocabulary (joined by newline tokens).
+
+    Returns:
+        The ids, and the spelling cost of the words among them that the vocabulary does not know.
+    """
     pieces = tokenizer.tokenize_many(texts, workers=workers)
     stream: list[str] = []
     for i, tokens in enumerate(pieces):
         if i and tokens:
             stream.append("\n")
         stream.extend(tokens)
-    return vocab.encode(stream)
+    ids = vocab.encode(stream)
+    return ids, Unknowns.of_tokens(stream, ids, Speller(vocab))

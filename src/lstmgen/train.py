@@ -26,7 +26,7 @@ from lstmgen import distributed as dist_utils
 from lstmgen.config import RunConfig, TrainConfig, every, parse_duration
 from lstmgen.data import batchify, device_grid, get_window, num_windows
 from lstmgen.errors import LstmgenError
-from lstmgen.evaluate import Score, autocast_context, describe_oov, score_ids
+from lstmgen.evaluate import Score, autocast_context, describe_bits, describe_oov, score_ids
 from lstmgen.model import LSTMLM, count_parameters
 from lstmgen.optim import FusedAdam, WeightAverage
 from lstmgen.pipeline import PreparedData, prepare
@@ -555,9 +555,10 @@ def _final_test(model: LSTMLM, data: PreparedData, run_dir: Path, device: torch.
                               "eval_seconds": round(loop.eval_seconds, 2)}
     if len(data.ids["test"]) >= 2:
         score = score_ids(model, data.ids["test"], characters=data.characters["test"], device=device, amp=tc.amp,
-                          rank=rank, world_size=world_size)
+                          rank=rank, world_size=world_size, unknowns=data.unknowns.get("test"))
         record.update(score.as_dict("test_"))
-        logger.info("test: perplexity %.2f, %.3f bits/char, OOV %s", score.perplexity, score.bits_per_char,
+        logger.info("test: perplexity %.2f, %s, OOV %s", score.perplexity,
+                    describe_bits(score.bits_per_char, score.open_bits_per_char),
                     describe_oov(score.oov_rate, score.unknown_share))
     if rank == 0:
         append_jsonl(run_dir / METRICS, record)
