@@ -310,7 +310,8 @@ COLUMNS = (  # results.csv column, table heading, format (None: as many digits a
     ("peak_memory_mb", "peak MB", "{:,.0f}"), ("grad_norm_median", "grad median", "{:.3f}"),
     ("grad_norm_p95", "grad p95", "{:.3f}"), ("clip_fraction", "clipped", "{:.1%}"),
     ("best_valid_bits_per_char", "best valid bpc", "{:.3f}"), ("test_perplexity", "test ppl", "{:.2f}"),
-    ("test_bits_per_char", "test bpc", "{:.3f}"), ("generalisation_gap", "gap (nats)", "{:.3f}"),
+    ("test_bits_per_char", "test bpc", "{:.3f}"), ("test_open_bits_per_char", "open bpc", "{:.3f}"),
+    ("generalisation_gap", "gap (nats)", "{:.3f}"),
 )
 
 

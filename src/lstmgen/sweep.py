@@ -50,7 +50,8 @@ RESULT_COLUMNS = (
     "run", "status", "steps", "epochs", "tokens", "seconds", "seconds_per_epoch", "tokens_per_s",
     "peak_memory_mb", "grad_norm_median", "grad_norm_p95", "clip_fraction", "best_valid_perplexity",
     "best_valid_bits_per_char", "final_train_loss", "final_valid_nll_per_token", "train_nll_per_token",
-    "valid_nll_per_token", "generalisation_gap", "test_perplexity", "test_bits_per_char", "parameters", "error",
+    "valid_nll_per_token", "generalisation_gap", "test_perplexity", "test_bits_per_char", "test_open_bits_per_char",
+    "parameters", "error",
 )
 CURVE_COLUMNS = ("run", "step", "epoch", "tokens", "seconds", "lr", "train_loss", "valid_perplexity",
                  "valid_bits_per_char", "grad_norm_median", "grad_norm_p95", "clip_fraction")
@@ -381,7 +382,8 @@ def summarize_run(run_dir: Path, planned: PlannedRun, status: str) -> dict[str, 
         row["peak_memory_mb"] = max(peaks)
     if test:
         row.update(tokens_per_s=test["tokens_per_s"], test_perplexity=test.get("test_perplexity"),
-                   test_bits_per_char=test.get("test_bits_per_char"), seconds=test["seconds"])
+                   test_bits_per_char=test.get("test_bits_per_char"),
+                   test_open_bits_per_char=test.get("test_open_bits_per_char"), seconds=test["seconds"])
         train_tokens = info.get("split_tokens", {}).get("train")
         if train_tokens and test["tokens_per_s"]:
             row["seconds_per_epoch"] = train_tokens / test["tokens_per_s"]
