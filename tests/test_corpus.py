@@ -103,6 +103,15 @@ def test_normalize_drops_short_advert_lines_but_keeps_story_lines():
     assert normalize_text(raw, max_advert_line=10)[1] == 0
 
 
+def test_a_web_pages_navigation_is_dropped_but_story_lines_with_its_words_are_kept():
+    # As a novel saved from a web page has it, between two chapters.
+    navigation = ["首页|原创书库|武侠|名著|排行|论坛", "本站招收管理员，欢迎报名，点此察看详情！", "后一页", "前一页",
+                  "回目录", "回首页", "上一章", "下一页"]
+    story = ["第三十八回", "宝玉翻到后一页，又回到首页看了一遍。", "他把目录放下。"]
+    text, dropped = normalize_text("\n".join([story[0], *navigation, *story[1:]]))
+    assert text.split("\n") == story and dropped == len(navigation)
+
+
 def test_invalid_advert_pattern_is_a_user_error(tmp_path):
     with pytest.raises(LstmgenError, match="not a valid regular expression"):
         normalize_text("abc", advert_pattern="(unclosed")

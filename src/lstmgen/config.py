@@ -11,10 +11,12 @@ from typing import Any, Optional, Union
 
 from lstmgen.errors import LstmgenError
 
-# A line that is nothing but a download site's notice or a URL: dropped from the corpus.
+# A line that is nothing but a download site's notice, a URL or a web page's navigation (a menu of
+# "首页|...|..." links, "点此察看详情", or a line that is only "后一页", "回目录", ...): dropped.
 DEFAULT_ADVERT_PATTERN = (
     r"(https?://|www\.|\.com\b|\.net\b|\.org\b|\.cn\b"
-    r"|txt(小说)?下载|免费(txt)?小说|电子书下载|更多精彩|本书来自|本书由|整理制作|手机阅读)"
+    r"|txt(小说)?下载|免费(txt)?小说|电子书下载|更多精彩|本书来自|本书由|整理制作|手机阅读"
+    r"|首页\s*\||点此(察看|查看|下载|阅读)|^(回?首页|回?目录|[上下前后]一[页章]|返回(首页|目录|书页))$)"
 )
 
 
