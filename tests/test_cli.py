@@ -66,6 +66,21 @@ def test_eval_warns_when_the_text_is_what_the_run_trained_on(trained: Path, tiny
     assert main(["eval", str(trained), str(other), "--json"]) == 0
     out = capsys.readouterr()
     assert "warning" not in out.err and "trained_on" not in json.loads(out.out)
+    assert json.loads(out.out)["seen_in_training"] < 0.05
+
+
+def test_eval_finds_training_text_by_its_content_under_another_name(trained: Path, tiny_corpus: Path,
+                                                                     tmp_path: Path, capsys):
+    # The first 20 paragraphs of a novel the run trained on, copied into a file of another name, after
+    # 20 paragraphs it never saw: half of it is training text.
+    copied = (tiny_corpus / "射雕.txt").read_text(encoding="utf-8").split("\n")[:20]
+    mixed = tmp_path / "第一章.txt"
+    mixed.write_text("\n".join([*make_text(6, 20).split("\n"), *copied]), encoding="utf-8")
+    assert main(["eval", str(trained), str(mixed), "--json"]) == 0
+    out = capsys.readouterr()
+    seen = json.loads(out.out)["seen_in_training"]
+    assert 0.3 < seen < 0.7 and "trained_on" not in json.loads(out.out)
+    assert f"is {100 * seen:.0f}% text this run trained on" in out.err and "flatters" in out.err
 
 
 def test_every_score_lays_the_text_out_alike_whatever_the_run_trained_with(tiny_corpus: Path, tmp_path: Path, capsys):

@@ -62,6 +62,31 @@ def training_files_in(path: Union[str, Path], corpus: Optional[str]) -> list[str
         return []
 
 
+MIN_MATCH_LINE = 20  # shorter lines (他笑道：) recur in any novel: finding one in training says nothing
+
+
+def share_in_training(texts: list[str], corpus: Optional[str], data: DataConfig) -> Optional[float]:
+    """How much of ``texts`` the training split of ``corpus`` (split as ``data`` says) has word for word.
+
+    Counts the characters of the lines of at least ``MIN_MATCH_LINE`` characters that are also a line
+    of the training split: a chapter copied out of a novel the run trained on is found whatever the
+    file is called. None when the corpus is not on this machine.
+    """
+    lines = [line for text in texts for line in text.split("\n") if len(line) >= MIN_MATCH_LINE]
+    total = sum(map(len, lines))
+    if not corpus or not Path(corpus).exists():
+        return None
+    if not total:
+        return 0.0
+    try:
+        train = split_corpus(corpus, data)[0]["train"]
+    except LstmgenError:  # the corpus changed so much it no longer reads: nothing to compare with
+        return None
+    wanted = set(lines)
+    found = {line for text in train for line in text.split("\n") if line in wanted}
+    return sum(len(line) for line in lines if line in found) / total
+
+
 def split_corpus(path: Union[str, Path], data: DataConfig) -> tuple[dict[str, list[str]], list[dict]]:
     """The three splits as lists of document texts, plus a description of each file read.
 
