@@ -92,7 +92,7 @@ def main() -> None:
                                           seconds=args.seconds), out, env)
             rows.append({"setup": name, **row})
     base = rows[0]["tokens_per_s"]
-    print(f"\n| setup | processes | batch per process | global batch | steps | tokens/s | speed-up |")
+    print("\n| setup | processes | batch per process | global batch | steps | tokens/s | speed-up |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(f"| {row['setup']} | {row['world_size']} | {row['batch_size']} | {row['world_size'] * row['batch_size']} "

@@ -23,7 +23,7 @@ from lstmgen.config import build_config
 from lstmgen.data import batchify, num_windows
 from lstmgen.pipeline import prepare
 from lstmgen.runs import read_run_config
-from lstmgen.sweep import parse_vary
+from lstmgen.sweep_plan import parse_vary
 from lstmgen.train import peak_memory_mb, pick_device, train
 
 

@@ -5,7 +5,6 @@ import pytest
 from lstmgen.cli import main
 from lstmgen.errors import LstmgenError
 from lstmgen.generate import END_MARKS, SENTENCE_ENDS, GenerateConfig, generate
-from lstmgen.quality import repetition_rate
 from lstmgen.runs import Run, load_run
 
 

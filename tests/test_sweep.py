@@ -12,7 +12,7 @@ from lstmgen import sweep
 from lstmgen.cli import main
 from lstmgen.errors import LstmgenError
 from lstmgen.runs import read_metrics
-from lstmgen.sweep import parse_vary
+from lstmgen.sweep_plan import parse_vary
 
 GRID = ["--vary", "seq_len=8,16", "--vary", "hidden_size=8,16"]
 TINY = ["--preset", "tiny", "--epochs", "1", "--threads", "1", "--sample-length", "30"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from lstmgen.errors import LstmgenError
-from lstmgen.sweep import GAP_TOKENS
+from lstmgen.sweep_results import GAP_TOKENS
 
 logger = logging.getLogger(__name__)
 

@@ -16,45 +16,32 @@ the same split and the same token cache. Run the same command again after an int
 runs (their metrics.jsonl ends with the test record) are kept as they are, an unfinished run that
 saved a state continues exactly where it stopped (``train --resume``; its clock and token count carry
 on), and one that never saved a state starts over.
+
+What to train is planned in ``sweep_plan``; what is measured and tabled of each run, in ``sweep_results``.
 """
 
 from __future__ import annotations
 
 import collections
-import csv
 import dataclasses
-import difflib
-import itertools
 import json
 import logging
 import os
-import re
-import shlex
 import signal
 import subprocess
 import sys
 import threading
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from lstmgen.config import PRESETS, SECTIONS, RunConfig, build_config
+from lstmgen.config import PRESETS, SECTIONS
 from lstmgen.errors import LstmgenError
+from lstmgen.sweep_plan import PlannedRun, SweepSpec, command_line, parse_vary, plan, train_arguments
+from lstmgen.sweep_results import (CURVE_COLUMNS, FAILED_FILE, MEASURES_FILE, RESULT_COLUMNS, measure_run,
+                                   summarize_run, write_csv)
 
 logger = logging.getLogger(__name__)
-
-GAP_TOKENS = 50_000  # train and valid tokens scored at the best weights for the generalisation gap
-SAMPLE_FILE, MEASURES_FILE, FAILED_FILE = "sample.txt", "sweep_measures.json", "sweep_failed.txt"
-RESULT_COLUMNS = (
-    "run", "status", "steps", "epochs", "tokens", "seconds", "seconds_per_epoch", "tokens_per_s",
-    "peak_memory_mb", "grad_norm_median", "grad_norm_p95", "clip_fraction", "best_valid_perplexity",
-    "best_valid_bits_per_char", "final_train_loss", "final_valid_nll_per_token", "train_nll_per_token",
-    "valid_nll_per_token", "generalisation_gap", "test_perplexity", "test_bits_per_char", "test_open_bits_per_char",
-    "parameters", "error",
-)
-CURVE_COLUMNS = ("run", "step", "epoch", "tokens", "seconds", "lr", "train_loss", "valid_perplexity",
-                 "valid_bits_per_char", "grad_norm_median", "grad_norm_p95", "clip_fraction")
 
 
 class SweepInterrupted(Exception):
@@ -63,28 +50,6 @@ class SweepInterrupted(Exception):
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
-
-
-@dataclass
-class Setting:
-    """One varied setting: where it lives in the config and the values it takes, in order."""
-
-    section: str  # a key of config.SECTIONS
-    name: str  # the config field, e.g. "seq_len"
-    values: list[Any]
-
-
-@dataclass
-class SweepSpec:
-    """What a sweep trains: the corpus, the varied settings, and everything held fixed."""
-
-    corpus: str
-    settings: list[Setting]
-    preset: str = "default"
-    fixed: dict[str, dict[str, Any]] = field(default_factory=dict)  # section -> {field: value} for every run
-    eval_every_tokens: int = 0  # validate every this many training tokens, whatever seq_len (0: per epoch)
-    sample_length: int = 200  # characters of the sample generated with each finished run
-    sample_seed: int = 1  # seed of that sample: every run writes from the same random numbers
 
 
 @dataclass
@@ -98,132 +63,6 @@ class SweepResult:
     @property
     def failed(self) -> list[dict[str, Any]]:
         return [row for row in self.rows if row.get("status") == "failed"]
-
-
-@dataclass
-class PlannedRun:
-    name: str  # folder name under runs/, e.g. "seq_len=30,hidden_size=256"
-    values: dict[str, Any]  # varied setting -> value
-    config: RunConfig
-
-
-# ------------------------------------------------------------------------------ planning
-
-
-def find_setting(name: str) -> tuple[str, type, bool]:
-    """Section, value type and whether None is allowed, of a config field named ``name`` (or ``name-with-dashes``)."""
-    key = name.strip().replace("-", "_")
-    known = []
-    for section, kind in SECTIONS.items():
-        hints = typing.get_type_hints(kind)
-        for f in dataclasses.fields(kind):
-            known.append(f.name)
-            if f.name == key:
-                args = typing.get_args(hints[key])
-                base = next((a for a in args if a is not type(None)), hints[key])
-                return section, base, type(None) in args
-    close = difflib.get_close_matches(key, known, n=3)
-    hint = f"did you mean {' or '.join(close)}?" if close else \
-        "settings are training flags without the dashes, e.g. seq_len"
-    raise LstmgenError(f"--vary: unknown setting {name!r}; {hint}")
-
-
-def parse_vary(text: str) -> Setting:
-    """``"seq_len=10,30,60"`` -> Setting; values take the field's type (``;`` separates values that hold commas)."""
-    name, sep, raw = text.partition("=")
-    if not sep or not name.strip() or not raw.strip():
-        raise LstmgenError(f"--vary {text!r}: write it as SETTING=VALUE,VALUE,... e.g. seq_len=10,30,60")
-    section, kind, optional = find_setting(name)
-    key = name.strip().replace("-", "_")
-    values: list[Any] = []
-    for part in (p.strip() for p in raw.split(";" if ";" in raw else ",")):
-        if optional and part.lower() == "none":
-            values.append(None)
-            continue
-        try:
-            values.append(kind(part) if kind in (int, float) else part)
-        except ValueError:
-            what = "whole numbers" if kind is int else "numbers"
-            raise LstmgenError(f"--vary {key}: {part!r} is not valid; {key} takes {what}")
-    if len(set(values)) != len(values):
-        raise LstmgenError(f"--vary {key}: a value is listed twice")
-    return Setting(section=section, name=key, values=values)
-
-
-def _value_text(value: Any) -> str:
-    return format(value, "g") if isinstance(value, float) else str(value)
-
-
-_SAFE = re.compile(r"[^\w.+-]")  # characters kept in a run folder name
-
-
-def run_name(values: dict[str, Any]) -> str:
-    """The run folder for a combination: ``seq_len=30,hidden_size=256`` (odd characters become _)."""
-    return ",".join(f"{k}={_SAFE.sub('_', _value_text(v))}" for k, v in values.items())
-
-
-def plan(spec: SweepSpec) -> list[PlannedRun]:
-    """Every combination of the varied values, in the order given, with its validated config."""
-    if not spec.settings:
-        raise LstmgenError("give at least one --vary SETTING=VALUE,VALUE,...")
-    if spec.preset not in PRESETS:
-        raise LstmgenError(f"unknown preset {spec.preset!r}: choose one of {', '.join(PRESETS)}")
-    names = [s.name for s in spec.settings]
-    if len(set(names)) != len(names):
-        raise LstmgenError("--vary: each setting may be varied once (list all its values in one --vary)")
-    fixed = {k for values in spec.fixed.values() for k, v in values.items() if v is not None}
-    if fixed & set(names):
-        raise LstmgenError(f"{', '.join(sorted(fixed & set(names)))}: both varied and fixed; drop one")
-    if spec.eval_every_tokens < 0:
-        raise LstmgenError("--eval-every-tokens must be 0 or positive")
-    if spec.eval_every_tokens and "eval_every" in fixed:
-        raise LstmgenError("give --eval-every or --eval-every-tokens, not both")
-    runs, seen = [], set()
-    for combo in itertools.product(*(s.values for s in spec.settings)):
-        values = dict(zip(names, combo))
-        overrides = {section: dict(v) for section, v in spec.fixed.items()}
-        for setting, value in zip(spec.settings, combo):
-            overrides.setdefault(setting.section, {})[setting.name] = value
-        name = run_name(values)
-        try:
-            config = build_config(spec.preset, overrides)
-        except LstmgenError as err:
-            raise LstmgenError(f"{name}: {err}")
-        if spec.eval_every_tokens:  # the same evaluation points in tokens, whatever tokens a step takes
-            step_tokens = config.train.batch_size * config.train.seq_len
-            config.train.eval_every = max(1, round(spec.eval_every_tokens / step_tokens))
-        if name in seen:
-            raise LstmgenError(f"two combinations share the folder name {name!r}; use distinct values")
-        seen.add(name)
-        runs.append(PlannedRun(name=name, values=values, config=config))
-    return runs
-
-
-def command_line(spec: SweepSpec, out: Union[str, Path], report: Optional[Union[str, Path]] = None) -> str:
-    """The ``lstmgen sweep`` command that asks for this sweep."""
-    parts = ["lstmgen", "sweep", spec.corpus]
-    for s in spec.settings:
-        joiner = ";" if any("," in _value_text(v) for v in s.values) else ","
-        parts += ["--vary", f"{s.name}={joiner.join(_value_text(v) for v in s.values)}"]
-    parts += ["--preset", spec.preset]
-    for values in spec.fixed.values():
-        parts += [f"--{k.replace('_', '-')}={_value_text(v)}" for k, v in values.items() if v is not None]
-    if spec.eval_every_tokens:
-        parts.append(f"--eval-every-tokens={spec.eval_every_tokens}")
-    if spec.sample_length != SweepSpec.sample_length or spec.sample_seed != SweepSpec.sample_seed:
-        parts += [f"--sample-length={spec.sample_length}", f"--sample-seed={spec.sample_seed}"]
-    parts += ["--out", str(out)] + (["--report", str(report)] if report else [])
-    return " ".join(shlex.quote(p) for p in parts)
-
-
-def train_arguments(corpus: str, run_dir: Path, config: RunConfig) -> list[str]:
-    """``lstmgen train`` arguments that rebuild ``config``: the preset plus every field that differs from it."""
-    base = build_config(config.preset).to_dict()
-    wanted = config.to_dict()
-    flags = [f"--{key.replace('_', '-')}={_value_text(value)}"
-             for section in SECTIONS for key, value in wanted[section].items()
-             if value != base[section][key] and value is not None]
-    return ["train", corpus, "--out", str(run_dir), "--preset", config.preset, *flags]
 
 
 # ------------------------------------------------------------------------------ running
@@ -287,127 +126,6 @@ def _run_child(argv: list[str]) -> tuple[int, list[str]]:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return code, list(tail)
-
-
-def measure_run(run_dir: Path, *, sample_length: int, sample_seed: int) -> dict[str, Any]:
-    """What a finished run's metrics do not hold: a generated sample, and train vs valid loss at the best weights.
-
-    Both losses are scored the same way (eval mode, the weights kept as best on validation, the same
-    number of tokens taken evenly across each split, so across every document), so their difference
-    is the generalisation gap and nothing else.
-    """
-    from lstmgen.evaluate import score_ids
-    from lstmgen.generate import GenerateConfig, generate
-    from lstmgen.pipeline import prepare
-    from lstmgen.runs import load_run, write_json
-    from lstmgen.train import pick_device
-
-    run = load_run(run_dir)
-    try:
-        run.model.to(pick_device(run.config.train.device))
-    except LstmgenError:  # trained on a device this machine lacks: measure on the CPU
-        pass
-    sample = generate(run.model, run.tokenizer, run.vocab, [""],
-                      GenerateConfig(length=sample_length, seed=sample_seed))[0]
-    (run_dir / SAMPLE_FILE).write_text(sample + "\n", encoding="utf-8")
-    measures: dict[str, Any] = {"sample": sample, "sample_seed": sample_seed}
-    corpus = run.info.get("corpus")
-    if corpus and Path(corpus).exists():
-        data = prepare(corpus, run.config.data, run.config.tokenizer, vocab=run.vocab, tokenizer=run.tokenizer)
-        count = min(len(data.ids["train"]), len(data.ids["valid"]), GAP_TOKENS)
-        if count >= 2:
-            options = {"characters": count}
-            train = score_ids(run.model, spread(data.ids["train"], count), **options)
-            valid = score_ids(run.model, spread(data.ids["valid"], count), **options)
-            measures.update(train_nll_per_token=train.nll / max(train.tokens, 1),
-                            valid_nll_per_token=valid.nll / max(valid.tokens, 1), gap_tokens=count)
-    write_json(run_dir / MEASURES_FILE, measures)
-    return measures
-
-
-def spread(ids: Any, count: int, pieces: int = 16) -> Any:
-    """``count`` tokens of ``ids`` as ``pieces`` equal stretches spaced evenly from its start to its end.
-
-    A split is its documents one after another: its first or last tokens would all come from one novel.
-    """
-    import numpy as np
-
-    if count >= len(ids):
-        return ids
-    size = max(count // pieces, 1)
-    starts = np.linspace(0, len(ids) - size, max(count // size, 1)).astype(int)
-    return np.concatenate([ids[start:start + size] for start in starts])
-
-
-def _weighted_median(values: list[float], weights: list[float]) -> float:
-    pairs = sorted(zip(values, weights))
-    half, total = sum(weights) / 2, 0.0
-    for value, weight in pairs:
-        total += weight
-        if total >= half:
-            return value
-    return pairs[-1][0]
-
-
-def summarize_run(run_dir: Path, planned: PlannedRun, status: str) -> dict[str, Any]:
-    """One results.csv row from a run's metrics, config and measures."""
-    from lstmgen.runs import read_metrics
-
-    row: dict[str, Any] = {"run": planned.name, **planned.values, "status": status}
-    if (run_dir / FAILED_FILE).is_file():
-        row["error"] = (run_dir / FAILED_FILE).read_text(encoding="utf-8").strip()
-    records = read_metrics(run_dir)
-    evals = [r for r in records if r.get("split") is None]
-    test = records[-1] if records and records[-1].get("split") == "test" else {}
-    config_file = run_dir / "config.json"
-    info = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
-    if evals:
-        # each record summarises the steps since the one before: weigh it by how many there were
-        weights = [max(r["step"] - (p["step"] if p else 0), 0) for p, r in zip([None] + evals[:-1], evals)]
-        if sum(weights):
-            row["grad_norm_median"] = _weighted_median([r["grad_norm_median"] for r in evals], weights)
-            row["grad_norm_p95"] = sum(r["grad_norm_p95"] * w for r, w in zip(evals, weights)) / sum(weights)
-            row["clip_fraction"] = sum(r["clip_fraction"] * w for r, w in zip(evals, weights)) / sum(weights)
-        last = evals[-1]
-        row.update(steps=last["step"], epochs=last["epoch"], tokens=last["tokens"], seconds=last["seconds"],
-                   final_train_loss=last.get("train_loss"))
-        scored = [r for r in evals if "valid_nll" in r]
-        if scored:
-            best = min(scored, key=lambda r: r["valid_nll"])
-            row.update(best_valid_perplexity=best["valid_perplexity"],
-                       best_valid_bits_per_char=best["valid_bits_per_char"],
-                       final_valid_nll_per_token=scored[-1]["valid_nll"] / max(scored[-1]["valid_tokens"], 1))
-    peaks = [r["peak_memory_mb"] for r in records if r.get("peak_memory_mb") is not None]
-    if peaks:  # after a resume, each process reports its own peak: the run's is the largest
-        row["peak_memory_mb"] = max(peaks)
-    if test:
-        row.update(tokens_per_s=test["tokens_per_s"], test_perplexity=test.get("test_perplexity"),
-                   test_bits_per_char=test.get("test_bits_per_char"),
-                   test_open_bits_per_char=test.get("test_open_bits_per_char"), seconds=test["seconds"])
-        train_tokens = info.get("split_tokens", {}).get("train")
-        if train_tokens and test["tokens_per_s"]:
-            row["seconds_per_epoch"] = train_tokens / test["tokens_per_s"]
-    row["parameters"] = info.get("parameters")
-    if (run_dir / MEASURES_FILE).is_file():
-        measures = json.loads((run_dir / MEASURES_FILE).read_text(encoding="utf-8"))
-        row["sample"] = measures.get("sample")
-        if "train_nll_per_token" in measures:
-            row.update(train_nll_per_token=measures["train_nll_per_token"],
-                       valid_nll_per_token=measures["valid_nll_per_token"],
-                       generalisation_gap=measures["valid_nll_per_token"] - measures["train_nll_per_token"])
-    return row
-
-
-def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    from lstmgen.runs import atomic_write
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
-
-    atomic_write(path, write)
 
 
 def _machine() -> str:
@@ -521,8 +239,8 @@ def _collect(out: Path, planned: list[PlannedRun]) -> tuple[list[dict[str, Any]]
                     {"run": run.name, **run.values, "status": "not run"})
         curves[run.name] = [r for r in read_metrics(run_dir) if r.get("split") is None]
     settings = list(planned[0].values)
-    _write_csv(out / "results.csv", ["run", *settings, *RESULT_COLUMNS[1:]], rows)
-    _write_csv(out / "curves.csv", ["run", *settings, *CURVE_COLUMNS[1:]],
+    write_csv(out / "results.csv", ["run", *settings, *RESULT_COLUMNS[1:]], rows)
+    write_csv(out / "curves.csv", ["run", *settings, *CURVE_COLUMNS[1:]],
                [{"run": name, **run.values, **r} for run in planned for name in [run.name] for r in curves[name]])
     return rows, curves
 
