@@ -15,8 +15,8 @@ the cost of spelling its actual word under a fixed model of spellings fitted on 
   complete vocabulary, the words seen once): unknown words look like rare words, not common ones.
   Every token of a character vocabulary is one character long, so there it costs nothing.
 
-This is a proper distribution over spellings, so the sum is a true code length for the text: an
-upper bound on what the model's closed score leaves out, however crude the spelling model. It does
+This is a proper distribution over spellings, so the sum is a true code length for the text,
+however crude the spelling model (a better one would charge less, never a model nothing). It does
 not depend on the model's weights, only on its vocabulary and the text, so it is computed once, on
 the CPU, outside the scoring pass. The text's own ``<unk>`` marker (WikiText writes one) is a word
 of the vocabulary like any other, predicted as itself: it costs nothing more.
