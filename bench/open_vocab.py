@@ -33,7 +33,7 @@ def main() -> None:
         config = build_config(preset)
         data = prepare(args.corpus, config.data, config.tokenizer, cache_dir=default_cache_dir())
         for split in ("valid", "test"):
-            tokens, unknowns = len(data.ids[split]), data.unknowns[split]
+            tokens, unknowns = len(data.ids[split]), data.unknowns(split)
             nats = unknowns.scored_nats(tokens, EVAL_ROWS)
             characters = scored_characters(data.characters[split], tokens)
             per_word = nats / math.log(2) / max(len(unknowns.positions), 1)

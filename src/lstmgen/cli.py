@@ -201,7 +201,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise LstmgenError(f"{args.run}: its corpus {corpus!r} is not on this machine; give a PATH to score")
         data = prepare(corpus, run.config.data, run.config.tokenizer, vocab=run.vocab, tokenizer=run.tokenizer)
         ids, characters, what = data.ids[args.split], data.characters[args.split], f"{args.split} split of {corpus}"
-        unknowns = data.unknowns.get(args.split)
+        unknowns = data.unknowns(args.split)
     if len(ids) < 2:
         raise LstmgenError(f"{what}: too little text to score")
     score = score_ids(run.model, ids, characters=characters, unknowns=unknowns)

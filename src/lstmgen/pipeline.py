@@ -9,7 +9,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 
@@ -39,7 +39,18 @@ class PreparedData:
     fingerprint: str  # content hash of the corpus text
     documents: list[dict] = field(default_factory=list)  # name, encoding, characters per file
     seconds: dict[str, float] = field(default_factory=dict)  # time spent reading, segmenting, ...
-    unknowns: dict[str, Unknowns] = field(default_factory=dict)  # valid, test -> their <unk> words' spelling
+    # held-out split -> where its <unk> words are and what spelling them costs; found when first asked
+    find_unknowns: Optional[Callable[[str], Unknowns]] = field(default=None, repr=False)
+    _unknowns: dict[str, Unknowns] = field(default_factory=dict, repr=False)
+
+    def unknowns(self, split: str) -> Optional[Unknowns]:
+        """The <unk> words of ``split`` (valid or test) and their spelling cost, for the open-vocabulary
+        score; None for the training split. Only scoring needs them, so a start does not pay for them."""
+        if split not in ("valid", "test") or self.find_unknowns is None:
+            return None
+        if split not in self._unknowns:
+            self._unknowns[split] = self.find_unknowns(split)
+        return self._unknowns[split]
 
 
 def read_texts(path: Union[str, Path], data: DataConfig) -> list[str]:
@@ -276,14 +287,18 @@ def prepare(path: Union[str, Path], data: DataConfig, tok: TokenizerConfig, *,
         expansions = expand_types(seg.types, tokenizer)
     table = [[vocab.token_to_id(t) for t in tokens] for tokens in expansions]
     ids = encode_cached(seg, table, vocab, tokenizer)
-    speller = Speller(vocab)
-    unknowns = {name: Unknowns.of_types(seg.splits.get(name, np.zeros(0, np.int32)), expansions, table, speller)
-                for name in ("valid", "test")}
     seconds["encode"] = time.perf_counter() - start
     logger.info("vocabulary %d tokens; train %d tokens, valid %d, test %d",
                 len(vocab), len(ids["train"]), len(ids["valid"]), len(ids["test"]))
+    # only the held-out splits' type ids are kept for it: the training split's (memory-mapped) may be GBs
+    held_out = {name: seg.splits.get(name, np.zeros(0, np.int32)) for name in ("valid", "test")}
+
+    def find_unknowns(split: str) -> Unknowns:
+        return Unknowns.of_types(held_out[split], expansions, table, Speller(vocab))
+
     return PreparedData(tokenizer=tokenizer, vocab=vocab, ids=ids, characters=characters,
-                        fingerprint=fingerprint, documents=described, seconds=seconds, unknowns=unknowns)
+                        fingerprint=fingerprint, documents=described, seconds=seconds,
+                        find_unknowns=find_unknowns)
 
 
 def encode_cached(seg: Segmented, table: list[list[int]], vocab: Vocab, tokenizer: Tokenizer) -> dict[str, np.ndarray]:

@@ -555,7 +555,7 @@ def _final_test(model: LSTMLM, data: PreparedData, run_dir: Path, device: torch.
                               "eval_seconds": round(loop.eval_seconds, 2)}
     if len(data.ids["test"]) >= 2:
         score = score_ids(model, data.ids["test"], characters=data.characters["test"], device=device, amp=tc.amp,
-                          rank=rank, world_size=world_size, unknowns=data.unknowns.get("test"))
+                          rank=rank, world_size=world_size, unknowns=data.unknowns("test"))
         record.update(score.as_dict("test_"))
         logger.info("test: perplexity %.2f, %s, OOV %s", score.perplexity,
                     describe_bits(score.bits_per_char, score.open_bits_per_char),
