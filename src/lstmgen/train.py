@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 from lstmgen import distributed as dist_utils
-from lstmgen.config import RunConfig, TrainConfig, every, parse_duration
+from lstmgen.config import RunConfig, every, parse_duration
 from lstmgen.data import batchify, device_grid, get_window, num_windows
 from lstmgen.errors import LstmgenError
 from lstmgen.evaluate import Score, autocast_context, describe_bits, describe_oov, score_ids
 from lstmgen.model import LSTMLM, count_parameters
-from lstmgen.optim import FusedAdam, WeightAverage
-from lstmgen.pipeline import PreparedData, prepare
+from lstmgen.optim import WeightAverage, lr_factor, make_optimizer
+from lstmgen.pipeline import prepare
 from lstmgen.runs import (
     CONFIG, INTERRUPTED_FILE, METRICS, STATE_DIR, STATE_FILE, TOKENIZER, VOCAB, WEIGHTS, RunLock, _read_json,
     append_jsonl, check_run_dir, describe_error, load_latest_state, load_state, load_weights, read_metrics,
@@ -74,34 +74,6 @@ def pick_device(name: str = "auto") -> torch.device:
 def default_run_dir(preset: str) -> Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{stamp}-{preset}"
-
-
-def lr_factor(progress: float, step: int, config: TrainConfig) -> float:
-    """The learning-rate multiplier after ``step`` steps, ``progress`` in [0, 1] through the run."""
-    if config.warmup_steps and step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = min(max(progress, 0.0), 1.0)
-    floor = config.min_lr_ratio
-    if config.schedule == "cosine":
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-    if config.schedule == "linear":
-        return 1 - (1 - floor) * progress
-    return 1.0
-
-
-def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> Any:
-    """The optimiser ``config`` names: Adam and AdamW fused on CUDA and the CPU, else torch.optim's."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer in ("adam", "adamw") and device.type in ("cuda", "cpu"):
-        # Fused kernels: a few per step instead of one per operation and tensor (on a 2-core CPU this
-        # took the seed's step from 0.96x to 1.13x a plain loop's speed, BENCHMARKS.md, issue 7.3);
-        # and no torch.optim, whose first step imports torch._dynamo (0.9 s of a 1.1 s cached start).
-        return FusedAdam(params, lr=config.lr, weight_decay=config.weight_decay, decoupled=config.optimizer == "adamw")
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -261,252 +233,371 @@ def _set_rng_states(state: dict, device: torch.device) -> None:
 def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device, resume: bool,
            cache_dir: Optional[Path], progress: Optional[Callable[[Progress], None]],
            rank: int, world_size: int) -> Path:
-    tc = config.train
-    started = time.perf_counter()
-    dist_utils.wait_for_local_leader()  # one process per machine segments the corpus; the rest read its cache
-    state = load_latest_state(run_dir) if resume else None
-    if resume:
-        saved_tokenizer, saved_vocab = read_tokenizer_and_vocab(run_dir)
-        data = prepare(corpus, config.data, config.tokenizer, cache_dir=cache_dir,
-                       vocab=saved_vocab, tokenizer=saved_tokenizer)
-        fingerprint = _read_json(run_dir / CONFIG).get("corpus_fingerprint")
-        if fingerprint and fingerprint != data.fingerprint:
-            raise LstmgenError(f"{corpus}: is not the corpus this run was trained on (its text changed)")
-        if state is not None and int(state.get("world_size", 1)) != world_size:
-            raise LstmgenError(f"{run_dir}: was trained on {int(state['world_size'])} processes; "
-                               f"resume it with the same number (now {world_size})")
-    else:
-        data = prepare(corpus, config.data, config.tokenizer, cache_dir=cache_dir)
-    dist_utils.release_local_ranks()
-    try:
-        grid = batchify(data.ids["train"], tc.batch_size, rank=rank, world_size=world_size)
-    except ValueError:
-        raise LstmgenError(f"{corpus}: the training split ({len(data.ids['train'])} tokens) is too small for one "
-                           f"batch of {tc.batch_size * world_size} rows; use a smaller --batch-size or more text")
-    windows = num_windows(grid, tc.seq_len)
-    grid = device_grid(grid, device)
-    total_steps = max(1, int(round(tc.epochs * windows)))
-    budget = parse_duration(tc.time_budget) if tc.time_budget else None
+    trainer = _Trainer(corpus, config, run_dir, device, rank=rank, world_size=world_size, progress=progress)
+    return trainer.run(resume=resume, cache_dir=cache_dir)
 
-    torch.manual_seed(tc.seed)
-    model = LSTMLM(config.model, len(data.vocab)).to(device)
-    optimizer = make_optimizer(model, tc, device)
-    average = WeightAverage(optimizer.param_groups[0]["params"], tc.ema_decay) if tc.ema_decay else None
-    wrapped = dist_utils.wrap(model, device) if dist_utils.is_active() else model
-    loop = _LoopState()
-    hidden = None
 
-    def restore(saved: dict) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-        """Put model, optimiser, counters and RNGs back as ``saved`` has them; returns its carried state."""
+class _Trainer:
+    """One process's share of a run: its data, model, optimiser and counters, and the loop in pieces.
+
+    ``run`` reads the data, builds or restores the model, trains and scores the test split;
+    ``restore`` and ``checkpoint`` are the two halves of an exact resume.
+    """
+
+    def __init__(self, corpus: Path, config: RunConfig, run_dir: Path, device: torch.device, *,
+                 rank: int, world_size: int, progress: Optional[Callable[[Progress], None]]) -> None:
+        self.corpus, self.config, self.tc, self.run_dir, self.device = corpus, config, config.train, run_dir, device
+        self.rank, self.world_size, self.progress = rank, world_size, progress
+        self.loop = _LoopState()
+        self.hidden: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # the state carried between windows
+        self.board: Any = None
+
+    def run(self, *, resume: bool, cache_dir: Optional[Path]) -> Path:
+        started = time.perf_counter()
+        state = self._prepare(resume, cache_dir)
+        self._build()
+        if not self._start(state, resume):
+            return self.run_dir
+        logger.info("model: %s parameters on %s; %d steps of %d x %d tokens per epoch",
+                    f"{count_parameters(self.model):,}", self.device, self.windows,
+                    self.tc.batch_size * self.world_size, self.tc.seq_len)
+        logger.info("data ready in %.1fs (%s)", time.perf_counter() - started,
+                    ", ".join(f"{k} {v:.1f}s" for k, v in self.data.seconds.items()))
+        self.board = open_tensorboard(self.run_dir) if self.tc.tensorboard and self.rank == 0 else None
+        self._loop()
+        # a time budget may stop between evaluations: score what was learned since the last one
+        last = read_metrics(self.run_dir)[-1:] if self.rank == 0 else []
+        if dist_utils.rank_zero_decides(not last or last[0].get("step") != self.loop.step):
+            self.record_eval()
+        self.checkpoint(finished=True)
+        self._final_test()
+        return self.run_dir
+
+    def _prepare(self, resume: bool, cache_dir: Optional[Path]) -> Optional[dict]:
+        """Read, segment and encode the corpus (with the run's own vocabulary on a resume); returns
+        the saved state to resume from, if any."""
+        corpus, config, run_dir = self.corpus, self.config, self.run_dir
+        dist_utils.wait_for_local_leader()  # one process per machine segments the corpus; the rest read its cache
+        state = load_latest_state(run_dir) if resume else None
+        if resume:
+            saved_tokenizer, saved_vocab = read_tokenizer_and_vocab(run_dir)
+            self.data = prepare(corpus, config.data, config.tokenizer, cache_dir=cache_dir,
+                                vocab=saved_vocab, tokenizer=saved_tokenizer)
+            fingerprint = _read_json(run_dir / CONFIG).get("corpus_fingerprint")
+            if fingerprint and fingerprint != self.data.fingerprint:
+                raise LstmgenError(f"{corpus}: is not the corpus this run was trained on (its text changed)")
+            if state is not None and int(state.get("world_size", 1)) != self.world_size:
+                raise LstmgenError(f"{run_dir}: was trained on {int(state['world_size'])} processes; "
+                                   f"resume it with the same number (now {self.world_size})")
+        else:
+            self.data = prepare(corpus, config.data, config.tokenizer, cache_dir=cache_dir)
+        dist_utils.release_local_ranks()
+        return state
+
+    def _build(self) -> None:
+        """Lay the training split out as this process's batch rows; make the model and its optimiser."""
+        tc, data = self.tc, self.data
         try:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            if average is not None:
-                average.load_state_dict(saved["average"])
+            grid = batchify(data.ids["train"], tc.batch_size, rank=self.rank, world_size=self.world_size)
+        except ValueError:
+            raise LstmgenError(f"{self.corpus}: the training split ({len(data.ids['train'])} tokens) is too small "
+                               f"for one batch of {tc.batch_size * self.world_size} rows; use a smaller "
+                               f"--batch-size or more text")
+        self.windows = num_windows(grid, tc.seq_len)
+        self.grid = device_grid(grid, self.device)
+        self.total_steps = max(1, int(round(tc.epochs * self.windows)))
+        self.budget = parse_duration(tc.time_budget) if tc.time_budget else None
+        torch.manual_seed(tc.seed)
+        self.model = LSTMLM(self.config.model, len(data.vocab)).to(self.device)
+        self.optimizer = make_optimizer(self.model, tc, self.device)
+        self.average = (WeightAverage(self.optimizer.param_groups[0]["params"], tc.ema_decay)
+                        if tc.ema_decay else None)
+        self.wrapped = dist_utils.wrap(self.model, self.device) if dist_utils.is_active() else self.model
+
+    def _start(self, state: Optional[dict], resume: bool) -> bool:
+        """Restore ``state``, or write a new run's files and its step-0 checkpoint. False when the
+        run was already finished (its test score is then recorded, if it was not yet)."""
+        loop, run_dir = self.loop, self.run_dir
+        if state is not None:
+            self.hidden = self.restore(state)
+            loop.elapsed, loop.backoffs = float(state["elapsed"]), int(state["backoffs"])
+            if state.get("finished"):
+                if any(r.get("split") == "test" for r in read_metrics(run_dir)):
+                    logger.info("%s: the run is finished (step %d); nothing to do", run_dir, loop.step)
+                else:
+                    self._final_test()
+                return False
+            if self.rank == 0:
+                _truncate_metrics(run_dir, loop.step)
+            logger.info("resuming %s at step %d of %d", run_dir, loop.step, self.total_steps)
+            return True
+        if resume:  # killed after config.json was written but before the first checkpoint
+            logger.warning("%s: no saved state yet; starting the run again from step 0", run_dir)
+            if self.rank == 0:
+                _truncate_metrics(run_dir, 0)
+        elif self.rank == 0:
+            data = self.data
+            extra = {"corpus": str(Path(self.corpus).resolve()), "corpus_fingerprint": data.fingerprint,
+                     "documents": data.documents, "vocab_size": len(data.vocab),
+                     "parameters": count_parameters(self.model), "world_size": self.world_size,
+                     "split_tokens": {k: int(len(v)) for k, v in data.ids.items()},
+                     "split_characters": data.characters}
+            write_run_files(run_dir, self.config, data.tokenizer, data.vocab, extra)
+        self.checkpoint()  # step 0: a NaN before the first save point backs off to here
+        return True
+
+    def restore(self, saved: dict) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """Put model, optimiser, counters and RNGs back as ``saved`` has them; returns its carried state."""
+        loop = self.loop
+        try:
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            if self.average is not None:
+                self.average.load_state_dict(saved["average"])
         except (RuntimeError, ValueError, KeyError) as err:  # config.json or vocab.json edited since
-            raise LstmgenError(f"{run_dir / STATE_DIR}: the saved state does not fit this run's config and "
+            raise LstmgenError(f"{self.run_dir / STATE_DIR}: the saved state does not fit this run's config and "
                                f"vocabulary ({describe_error(err)})")
         loop.step, loop.tokens, loop.best_valid = int(saved["step"]), int(saved["tokens"]), float(saved["best_valid"])
         loop.losses = saved["losses"].tolist() if "losses" in saved else []
         loop.grad_norms = saved["grad_norms"].tolist() if "grad_norms" in saved else []
         loop.clipped = int(saved.get("clipped", 0))
-        _set_rng_states(saved, device)
+        _set_rng_states(saved, self.device)
         if "hidden" not in saved:
             return None
-        return dist_utils.own_rows(saved["hidden"], rank=rank, batch_size=tc.batch_size, device=device)
+        return dist_utils.own_rows(saved["hidden"], rank=self.rank, batch_size=self.tc.batch_size, device=self.device)
 
-    def checkpoint(*, name: str = STATE_FILE, finished: bool = False) -> None:
-        rows = dist_utils.gather_rows(hidden)  # every rank's state, laid out as one process's W*B rows
-        if rank != 0:
+    def checkpoint(self, *, name: str = STATE_FILE, finished: bool = False) -> None:
+        loop = self.loop
+        rows = dist_utils.gather_rows(self.hidden)  # every rank's state, laid out as one process's W*B rows
+        if self.rank != 0:
             return
-        save_state(run_dir, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": loop.step,
+        save_state(self.run_dir, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": loop.step,
             "elapsed": loop.elapsed, "tokens": loop.tokens, "best_valid": loop.best_valid,
-            "backoffs": loop.backoffs, "world_size": world_size, "finished": finished,
+            "backoffs": loop.backoffs, "world_size": self.world_size, "finished": finished,
             # what the next metrics record averages over, so that record is the same after a resume
             "losses": torch.tensor(loop.losses, dtype=torch.float64),
             "grad_norms": torch.tensor(loop.grad_norms, dtype=torch.float64), "clipped": loop.clipped,
-            **({"average": average.state_dict()} if average is not None else {}),
-            **_rng_states(device),
+            **({"average": self.average.state_dict()} if self.average is not None else {}),
+            **_rng_states(self.device),
             **({"hidden": (rows[0].detach().cpu(), rows[1].detach().cpu())} if rows is not None else {}),
         }, name=name)
         if name == STATE_FILE:  # a newer checkpoint supersedes what an interruption saved
-            remove_state(run_dir, name=INTERRUPTED_FILE)
+            remove_state(self.run_dir, name=INTERRUPTED_FILE)
 
-    if state is not None:
-        hidden = restore(state)
-        loop.elapsed, loop.backoffs = float(state["elapsed"]), int(state["backoffs"])
-        if state.get("finished"):
-            if any(r.get("split") == "test" for r in read_metrics(run_dir)):
-                logger.info("%s: the run is finished (step %d); nothing to do", run_dir, loop.step)
-                return run_dir
-            _final_test(model, data, run_dir, device, tc, rank, world_size, loop)
-            return run_dir
-        if rank == 0:
-            _truncate_metrics(run_dir, loop.step)
-        logger.info("resuming %s at step %d of %d", run_dir, loop.step, total_steps)
-    else:
-        if resume:  # killed after config.json was written but before the first checkpoint
-            logger.warning("%s: no saved state yet; starting the run again from step 0", run_dir)
-            if rank == 0:
-                _truncate_metrics(run_dir, 0)
-        elif rank == 0:
-            extra = {"corpus": str(Path(corpus).resolve()), "corpus_fingerprint": data.fingerprint,
-                     "documents": data.documents, "vocab_size": len(data.vocab),
-                     "parameters": count_parameters(model), "world_size": world_size,
-                     "split_tokens": {k: int(len(v)) for k, v in data.ids.items()},
-                     "split_characters": data.characters}
-            write_run_files(run_dir, config, data.tokenizer, data.vocab, extra)
-        checkpoint()  # step 0: a NaN before the first save point backs off to here
-    logger.info("model: %s parameters on %s; %d steps of %d x %d tokens per epoch",
-                f"{count_parameters(model):,}", device, windows, tc.batch_size * world_size, tc.seq_len)
-    logger.info("data ready in %.1fs (%s)", time.perf_counter() - started,
-                ", ".join(f"{k} {v:.1f}s" for k, v in data.seconds.items()))
+    def record_eval(self) -> Optional[Score]:
+        """Validate, append a metrics record and keep the weights when they are the best so far."""
+        with self.average.swapped_in() if self.average is not None else nullcontext():  # validated = kept
+            return self._record_eval()
 
-    def evaluate_valid() -> Optional[Score]:
-        if len(data.ids["valid"]) < 2:
-            return None
-        return score_ids(
-            model, data.ids["valid"], characters=data.characters["valid"], device=device, amp=tc.amp,
-            max_tokens=tc.eval_tokens,
-            rank=rank, world_size=world_size)
-
-    def record_eval(epoch: float) -> Optional[Score]:
-        with average.swapped_in() if average is not None else nullcontext():  # what is validated is what is kept
-            return _record_eval(epoch)
-
-    def _record_eval(epoch: float) -> Optional[Score]:
-        score = evaluate_valid()
+    def _record_eval(self) -> Optional[Score]:
+        loop, tc, data = self.loop, self.tc, self.data
+        epoch = loop.step / self.windows
+        score = None
+        if len(data.ids["valid"]) >= 2:
+            score = score_ids(self.model, data.ids["valid"], characters=data.characters["valid"], device=self.device,
+                              amp=tc.amp, max_tokens=tc.eval_tokens, rank=self.rank, world_size=self.world_size)
         norms = np.array(loop.grad_norms) if loop.grad_norms else np.zeros(1)
         record: dict[str, Any] = {
             "step": loop.step, "epoch": round(epoch, 4), "tokens": loop.tokens, "seconds": round(loop.elapsed, 2),
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": self.optimizer.param_groups[0]["lr"],
             "train_loss": float(np.mean(loop.losses)) if loop.losses else None,
             "grad_norm_median": float(np.median(norms)), "grad_norm_p95": float(np.percentile(norms, 95)),
             "clip_fraction": loop.clipped / max(len(loop.grad_norms), 1),
-            "peak_memory_mb": round(peak_memory_mb(device), 1),
+            "peak_memory_mb": round(peak_memory_mb(self.device), 1),
         }
         if record["train_loss"] is not None:
             record["train_perplexity"] = math.exp(min(record["train_loss"], 700))
         if score is not None:
             record.update(score.as_dict("valid_"))
-        if rank == 0:
-            append_jsonl(run_dir / METRICS, record)
-            if board is not None:
+        if self.rank == 0:
+            append_jsonl(self.run_dir / METRICS, record)
+            if self.board is not None:
                 for key, value in record.items():
                     if isinstance(value, (int, float)) and key not in ("step", "epoch"):
-                        board.add_scalar(key, value, loop.step)
-                board.flush()
+                        self.board.add_scalar(key, value, loop.step)
+                self.board.flush()
             improved = score is None or score.nll < loop.best_valid
             if score is not None and improved:
                 loop.best_valid = score.nll
             if improved:
-                save_weights(model, run_dir / WEIGHTS)
+                save_weights(self.model, self.run_dir / WEIGHTS)
         loop.grad_norms, loop.losses, loop.clipped = [], [], 0
         if score is not None:
             logger.info("step %d epoch %.2f: valid perplexity %.2f, %.3f bits/char", loop.step, epoch,
                         score.perplexity, score.bits_per_char)
         return score
 
-    board = open_tensorboard(run_dir) if tc.tensorboard and rank == 0 else None
-    log_every = 10
-    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-    window_tokens = tc.batch_size * tc.seq_len * world_size
-    eval_steps, eval_period = every(tc.eval_every)  # one of the two is 0
-    save_steps, save_period = every(tc.save_every)
-    evaluated_at = saved_at = loop.elapsed  # the training clock at the last validation and checkpoint
-    with _SignalCatcher() as signals:
-        wrapped.train()
-        tick = last_flush = time.perf_counter()
-        while loop.step < total_steps:
-            if budget is not None and world_size > 1:  # one clock for all ranks: they stop and decay lr together
-                loop.elapsed = dist_utils.max_over_ranks(loop.elapsed)
-            if budget is not None and loop.elapsed >= budget:
-                logger.info("time budget of %s reached at step %d", tc.time_budget, loop.step)
-                break
-            window = loop.step % windows
-            if window == 0:
-                hidden = None  # a new pass over the data starts from a zero state
-            inputs, targets = get_window(grid, window, tc.seq_len, device)
-            progress_fraction = loop.step / total_steps
-            if budget is not None:
-                progress_fraction = max(progress_fraction, loop.elapsed / budget)
-            lr = tc.lr * lr_factor(progress_fraction, loop.step, tc) * (0.5 ** loop.backoffs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if hidden is not None:  # truncated BPTT: keep the values, cut the graph at the window edge
-                hidden = (hidden[0].detach(), hidden[1].detach())
-            with autocast_context(device, tc.amp):
-                loss, hidden = wrapped(inputs, targets, hidden)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip if tc.clip > 0 else float("inf"))
-            optimizer.step()
-            if average is not None:
-                average.update()
-            loop.step += 1
-            loop.tokens += window_tokens
-            now = time.perf_counter()  # every step: a slow model must not overrun its time budget
-            loop.elapsed += now - tick
-            tick = now
-            pending.append((loss.detach(), norm.detach()))
-            timed_eval = eval_period > 0 and loop.elapsed - evaluated_at >= eval_period
-            timed_save = save_period > 0 and loop.elapsed - saved_at >= save_period
-            # Every save point flushes, so no step reaches a checkpoint unchecked; other flushes only
-            # report progress, and when they happen changes nothing that is trained or saved.
-            flush_due, signum = now - last_flush > 5, signals.signum
-            if world_size > 1:  # every rank must take the same branches below, or a collective waits forever
-                (flush_due, timed_eval, timed_save), signum = dist_utils.agree(
-                    (flush_due, timed_eval, timed_save), signum)
-            # by steps: at every epoch's end too; by time: on the clock alone (an epoch may take seconds)
-            due_eval = (loop.step == total_steps or timed_eval or (not eval_period and loop.step % windows == 0)
-                        or bool(eval_steps and loop.step % eval_steps == 0))
-            save_due = timed_save or bool(save_steps and loop.step % save_steps == 0) or (
-                due_eval and not tc.save_every)
-            if len(pending) >= log_every or flush_due or due_eval or save_due or signum is not None:
-                values = torch.stack([torch.stack(p) for p in pending]).float().cpu()  # one host sync
-                values = dist_utils.mean_over_ranks(values).numpy()  # the global batch's; NaN on one rank, NaN on all
-                pending = []
-                if not np.isfinite(values).all():  # a finite loss with an infinite gradient poisons the weights too
-                    hidden = _back_off(restore, loop, tc, run_dir)
-                    continue
-                loop.losses.extend(values[:, 0].tolist())
-                loop.grad_norms.extend(values[:, 1].tolist())
-                if tc.clip > 0:
-                    loop.clipped += int((values[:, 1] > tc.clip).sum())
-                last_flush = now
-                if progress is not None and rank == 0:
-                    rate = loop.tokens / max(loop.elapsed, 1e-9)
-                    left = (total_steps - loop.step) * window_tokens / max(rate, 1e-9)
-                    if budget is not None:
-                        left = min(left, max(budget - loop.elapsed, 0.0))
-                    progress(Progress(step=loop.step, total_steps=total_steps, epoch=loop.step / windows,
-                                      loss=float(values[-1, 0]), tokens_per_s=rate, elapsed=loop.elapsed,
-                                      seconds_left=left, lr=lr))
-            if due_eval:
-                eval_start = time.perf_counter()
-                record_eval(loop.step / windows)
-                loop.eval_seconds += time.perf_counter() - eval_start
-                loop.elapsed += time.perf_counter() - tick
-                tick = time.perf_counter()
-                evaluated_at = loop.elapsed
-            if save_due:
-                checkpoint()
-                saved_at = loop.elapsed
-            if signum is not None:
-                # Between save points the state goes to its own file: checkpoint.pt stays the point a
-                # later NaN backs off to, exactly as in a run that was never stopped.
-                if not save_due:
-                    checkpoint(name=INTERRUPTED_FILE)
-                raise TrainingInterrupted(signum, run_dir)
-        loop.elapsed += time.perf_counter() - tick
-    # a time budget may stop between evaluations: score what was learned since the last one
-    last = read_metrics(run_dir)[-1:] if rank == 0 else []
-    if dist_utils.rank_zero_decides(not last or last[0].get("step") != loop.step):
-        record_eval(loop.step / windows)
-    checkpoint(finished=True)
-    _final_test(model, data, run_dir, device, tc, rank, world_size, loop)
-    return run_dir
+    def _lr(self) -> float:
+        """Set and return this step's learning rate: schedule, time budget and NaN back-offs."""
+        loop, tc = self.loop, self.tc
+        progress_fraction = loop.step / self.total_steps
+        if self.budget is not None:
+            progress_fraction = max(progress_fraction, loop.elapsed / self.budget)
+        lr = tc.lr * lr_factor(progress_fraction, loop.step, tc) * (0.5 ** loop.backoffs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _step(self, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step on one window; returns its loss and gradient norm, still on the device."""
+        inputs, targets = get_window(self.grid, window, self.tc.seq_len, self.device)  # (B, T) each
+        if self.hidden is not None:  # truncated BPTT: keep the values, cut the graph at the window edge
+            self.hidden = (self.hidden[0].detach(), self.hidden[1].detach())
+        with autocast_context(self.device, self.tc.amp):
+            loss, self.hidden = self.wrapped(inputs, targets, self.hidden)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.tc.clip if self.tc.clip > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+        if self.average is not None:
+            self.average.update()
+        return loss.detach(), norm.detach()
+
+    def _flush(self, pending: list[tuple[torch.Tensor, torch.Tensor]]) -> Optional[np.ndarray]:
+        """Bring the pending steps' losses and norms to the host in one sync and count them in.
+
+        Returns them as (steps, 2), or None when one was not finite and the run backed off to its
+        last checkpoint (a finite loss with an infinite gradient poisons the weights too).
+        """
+        loop = self.loop
+        values = torch.stack([torch.stack(p) for p in pending]).float().cpu()
+        values = dist_utils.mean_over_ranks(values).numpy()  # the global batch's; NaN on one rank, NaN on all
+        if not np.isfinite(values).all():
+            self.hidden = self._back_off()
+            return None
+        loop.losses.extend(values[:, 0].tolist())
+        loop.grad_norms.extend(values[:, 1].tolist())
+        if self.tc.clip > 0:
+            loop.clipped += int((values[:, 1] > self.tc.clip).sum())
+        return values
+
+    def _report(self, loss: float, lr: float) -> None:
+        loop = self.loop
+        window_tokens = self.tc.batch_size * self.tc.seq_len * self.world_size
+        rate = loop.tokens / max(loop.elapsed, 1e-9)
+        left = (self.total_steps - loop.step) * window_tokens / max(rate, 1e-9)
+        if self.budget is not None:
+            left = min(left, max(self.budget - loop.elapsed, 0.0))
+        self.progress(Progress(step=loop.step, total_steps=self.total_steps, epoch=loop.step / self.windows,
+                               loss=loss, tokens_per_s=rate, elapsed=loop.elapsed, seconds_left=left, lr=lr))
+
+    def _loop(self) -> None:
+        """Train until the last step, the time budget or a signal, validating and saving as configured."""
+        loop, tc, budget, world_size = self.loop, self.tc, self.budget, self.world_size
+        log_every = 10
+        pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        window_tokens = tc.batch_size * tc.seq_len * world_size
+        eval_steps, eval_period = every(tc.eval_every)  # one of the two is 0
+        save_steps, save_period = every(tc.save_every)
+        evaluated_at = saved_at = loop.elapsed  # the training clock at the last validation and checkpoint
+        with _SignalCatcher() as signals:
+            self.wrapped.train()
+            tick = last_flush = time.perf_counter()
+            while loop.step < self.total_steps:
+                if budget is not None and world_size > 1:  # one clock for all ranks: they stop and decay lr together
+                    loop.elapsed = dist_utils.max_over_ranks(loop.elapsed)
+                if budget is not None and loop.elapsed >= budget:
+                    logger.info("time budget of %s reached at step %d", tc.time_budget, loop.step)
+                    break
+                window = loop.step % self.windows
+                if window == 0:
+                    self.hidden = None  # a new pass over the data starts from a zero state
+                lr = self._lr()
+                pending.append(self._step(window))
+                loop.step += 1
+                loop.tokens += window_tokens
+                now = time.perf_counter()  # every step: a slow model must not overrun its time budget
+                loop.elapsed += now - tick
+                tick = now
+                timed_eval = eval_period > 0 and loop.elapsed - evaluated_at >= eval_period
+                timed_save = save_period > 0 and loop.elapsed - saved_at >= save_period
+                # Every save point flushes, so no step reaches a checkpoint unchecked; other flushes only
+                # report progress, and when they happen changes nothing that is trained or saved.
+                flush_due, signum = now - last_flush > 5, signals.signum
+                if world_size > 1:  # every rank must take the same branches below, or a collective waits forever
+                    (flush_due, timed_eval, timed_save), signum = dist_utils.agree(
+                        (flush_due, timed_eval, timed_save), signum)
+                # by steps: at every epoch's end too; by time: on the clock alone (an epoch may take seconds)
+                due_eval = (loop.step == self.total_steps or timed_eval
+                            or (not eval_period and loop.step % self.windows == 0)
+                            or bool(eval_steps and loop.step % eval_steps == 0))
+                save_due = timed_save or bool(save_steps and loop.step % save_steps == 0) or (
+                    due_eval and not tc.save_every)
+                if len(pending) >= log_every or flush_due or due_eval or save_due or signum is not None:
+                    values = self._flush(pending)
+                    pending = []
+                    if values is None:  # backed off to the last checkpoint
+                        continue
+                    last_flush = now
+                    if self.progress is not None and self.rank == 0:
+                        self._report(float(values[-1, 0]), lr)
+                if due_eval:
+                    eval_start = time.perf_counter()
+                    self.record_eval()
+                    loop.eval_seconds += time.perf_counter() - eval_start
+                    loop.elapsed += time.perf_counter() - tick
+                    tick = time.perf_counter()
+                    evaluated_at = loop.elapsed
+                if save_due:
+                    self.checkpoint()
+                    saved_at = loop.elapsed
+                if signum is not None:
+                    # Between save points the state goes to its own file: checkpoint.pt stays the point a
+                    # later NaN backs off to, exactly as in a run that was never stopped.
+                    if not save_due:
+                        self.checkpoint(name=INTERRUPTED_FILE)
+                    raise TrainingInterrupted(signum, self.run_dir)
+            loop.elapsed += time.perf_counter() - tick
+
+    def _back_off(self) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """After a NaN or infinite loss: stop with a clear message, or (nan_policy=backoff, once) go back
+        to the last checkpoint and go on from there with half the learning rate.
+
+        Going back to the checkpoint, rather than patching the weights where the fault was noticed, makes
+        the outcome independent of when the loss values were last looked at, so runs stay reproducible.
+        Returns the carried state to continue with.
+        """
+        loop, tc, run_dir = self.loop, self.tc, self.run_dir
+        step = loop.step
+        saved = load_state(run_dir)  # written only after a check that every loss before it was finite
+        if saved is None or tc.nan_policy != "backoff" or loop.backoffs > 0:
+            kept = f"; the last good state (step {int(saved['step'])}) is kept in {run_dir / STATE_DIR}" if saved else ""
+            if (run_dir / WEIGHTS).exists():
+                kept += f" and the best weights in {run_dir / WEIGHTS}"
+            advice = ("a lower --lr or a --clip" if tc.nan_policy == "backoff"
+                      else "a lower --lr, a --clip, or --nan-policy backoff")
+            again = " again after backing off once" if loop.backoffs else ""
+            raise NonFiniteLoss(f"the loss became NaN or infinite{again} by step {step}{kept}. "
+                                f"Train again with {advice}")
+        hidden = self.restore(saved)
+        loop.backoffs += 1
+        logger.warning("non-finite loss by step %d: back to the checkpoint of step %d with the learning rate halved",
+                       step, loop.step)
+        return hidden
+
+    def _final_test(self) -> None:
+        """Score the best weights on the test split and record it as the run's result."""
+        loop, data, device, run_dir = self.loop, self.data, self.device, self.run_dir
+        if self.rank == 0 and (run_dir / WEIGHTS).exists():
+            load_weights(self.model, run_dir / WEIGHTS)
+        dist_utils.broadcast_weights(self.model)  # the best weights are on rank 0's disk, maybe not on the others'
+        record: dict[str, Any] = {"split": "test", "step": loop.step, "tokens": loop.tokens,
+                                  "seconds": round(loop.elapsed, 2),
+                                  "peak_memory_mb": round(peak_memory_mb(device), 1),
+                                  "tokens_per_s": loop.tokens / max(loop.elapsed - loop.eval_seconds, 1e-9),
+                                  "eval_seconds": round(loop.eval_seconds, 2)}
+        if len(data.ids["test"]) >= 2:
+            score = score_ids(self.model, data.ids["test"], characters=data.characters["test"], device=device,
+                              amp=self.tc.amp, rank=self.rank, world_size=self.world_size,
+                              unknowns=data.unknowns("test"))
+            record.update(score.as_dict("test_"))
+            logger.info("test: perplexity %.2f, %s, OOV %s", score.perplexity,
+                        describe_bits(score.bits_per_char, score.open_bits_per_char),
+                        describe_oov(score.oov_rate, score.unknown_share))
+        if self.rank == 0:
+            append_jsonl(run_dir / METRICS, record)
 
 
 def open_tensorboard(run_dir: Path) -> Any:
@@ -516,52 +607,6 @@ def open_tensorboard(run_dir: Path) -> Any:
     except ImportError:
         raise LstmgenError("--tensorboard needs the tensorboard package: pip install tensorboard")
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-
-
-def _back_off(restore: Callable[[dict], Any], loop: _LoopState, tc: TrainConfig, run_dir: Path) -> Any:
-    """After a NaN or infinite loss: stop with a clear message, or (nan_policy=backoff, once) go back
-    to the last checkpoint and go on from there with half the learning rate.
-
-    Going back to the checkpoint, rather than patching the weights where the fault was noticed, makes
-    the outcome independent of when the loss values were last looked at, so runs stay reproducible.
-    Returns the carried state to continue with.
-    """
-    step = loop.step
-    saved = load_state(run_dir)  # written only after a check that every loss before it was finite
-    if saved is None or tc.nan_policy != "backoff" or loop.backoffs > 0:
-        kept = f"; the last good state (step {int(saved['step'])}) is kept in {run_dir / STATE_DIR}" if saved else ""
-        if (run_dir / WEIGHTS).exists():
-            kept += f" and the best weights in {run_dir / WEIGHTS}"
-        advice = ("a lower --lr or a --clip" if tc.nan_policy == "backoff"
-                  else "a lower --lr, a --clip, or --nan-policy backoff")
-        again = " again after backing off once" if loop.backoffs else ""
-        raise NonFiniteLoss(f"the loss became NaN or infinite{again} by step {step}{kept}. Train again with {advice}")
-    hidden = restore(saved)
-    loop.backoffs += 1
-    logger.warning("non-finite loss by step %d: back to the checkpoint of step %d with the learning rate halved",
-                   step, loop.step)
-    return hidden
-
-
-def _final_test(model: LSTMLM, data: PreparedData, run_dir: Path, device: torch.device, tc: TrainConfig,
-                rank: int, world_size: int, loop: _LoopState) -> None:
-    """Score the best weights on the test split and record it as the run's result."""
-    if rank == 0 and (run_dir / WEIGHTS).exists():
-        load_weights(model, run_dir / WEIGHTS)
-    dist_utils.broadcast_weights(model)  # the best weights are on rank 0's disk, maybe not on the others'
-    record: dict[str, Any] = {"split": "test", "step": loop.step, "tokens": loop.tokens,
-                              "seconds": round(loop.elapsed, 2), "peak_memory_mb": round(peak_memory_mb(device), 1),
-                              "tokens_per_s": loop.tokens / max(loop.elapsed - loop.eval_seconds, 1e-9),
-                              "eval_seconds": round(loop.eval_seconds, 2)}
-    if len(data.ids["test"]) >= 2:
-        score = score_ids(model, data.ids["test"], characters=data.characters["test"], device=device, amp=tc.amp,
-                          rank=rank, world_size=world_size, unknowns=data.unknowns("test"))
-        record.update(score.as_dict("test_"))
-        logger.info("test: perplexity %.2f, %s, OOV %s", score.perplexity,
-                    describe_bits(score.bits_per_char, score.open_bits_per_char),
-                    describe_oov(score.oov_rate, score.unknown_share))
-    if rank == 0:
-        append_jsonl(run_dir / METRICS, record)
 
 
 def _truncate_metrics(run_dir: Path, step: int) -> None:
