@@ -6,6 +6,14 @@ For each preset, the corpus is split and encoded as training would do it, and th
 held-out split, the share of tokens that are ``<unk>`` and the bits per character that spelling
 those words out adds to any model with that vocabulary (``lstmgen.spelling``: it does not depend on
 the weights). A model's open-vocabulary score is its closed one plus this. No training happens.
+
+    python bench/open_vocab.py ../shared/corpora/sidamingzhu --preset seed --spelling-models
+
+also prices the same <unk> words under two richer spelling models fitted on the vocabulary's
+training types (each kept word counted once, as a rare word is a type seen once or so): a character
+unigram and a character bigram, each with an end-of-word symbol, interpolated Witten-Bell down to a
+uniform share over every Unicode code point. How much less they charge says how much of the open
+score's penalty is the crudeness of lstmgen's spelling model rather than the vocabulary's gaps.
 """
 
 from __future__ import annotations
@@ -13,18 +21,83 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
+from collections import Counter
 
+import lstmgen.pipeline
 from lstmgen.config import build_config
 from lstmgen.data import default_cache_dir
 from lstmgen.evaluate import EVAL_ROWS, scored_characters
 from lstmgen.pipeline import prepare
-from lstmgen.spelling import Speller
+from lstmgen.spelling import CODE_POINTS, Speller
+from lstmgen.vocab import Vocab
+
+END = "\x00"  # the end-of-word symbol: no token of a vocabulary contains it
+
+
+class TypeSpeller:
+    """P(word) as a chain of characters, then END; an order-1 (bigram) or order-0 (unigram) model of
+    the vocabulary's training types, interpolated Witten-Bell: bigram -> unigram -> uniform."""
+
+    def __init__(self, vocab: Vocab, *, order: int) -> None:
+        self.order = order
+        types = [t for t, c in zip(vocab.tokens[1:], (vocab.counts or [1] * len(vocab))[1:]) if c > 0]
+        self.unigram: Counter[str] = Counter()
+        self.bigram: dict[str, Counter[str]] = {}
+        for word in types:
+            previous = END  # the start of a word: the same symbol, as a context
+            for char in list(word) + [END]:
+                self.unigram[char] += 1
+                self.bigram.setdefault(previous, Counter())[char] += 1
+                previous = char
+        self.total, self.kinds = sum(self.unigram.values()), len(self.unigram)
+        self.totals = {context: (sum(c.values()), len(c)) for context, c in self.bigram.items()}
+
+    def _unigram(self, char: str) -> float:
+        return (self.unigram[char] + self.kinds / CODE_POINTS) / (self.total + self.kinds)
+
+    def _p(self, previous: str, char: str) -> float:
+        if self.order == 0 or previous not in self.bigram:
+            return self._unigram(char)
+        seen, kinds = self.totals[previous]
+        return (self.bigram[previous][char] + kinds * self._unigram(char)) / (seen + kinds)
+
+    def nats(self, word: str) -> float:
+        if word == Vocab.UNK or not word:
+            return 0.0
+        chars = list(word) + [END]
+        return -sum(math.log(self._p(previous, char)) for previous, char in zip([END] + chars, chars))
+
+
+def spelling_models(corpus: str, presets: list[str]) -> None:
+    """Bits per held-out <unk> under lstmgen's spelling model and the two richer ones above."""
+    print("\n| preset | split | `<unk>` | lstmgen's model | type unigram + end | type bigram + end |\n"
+          "|---|---|---:|---:|---:|---:|")
+    original = lstmgen.pipeline.Speller
+    try:
+        for preset in presets:
+            config = build_config(preset)
+            costs = {}
+            for name, speller in (("lstmgen", original), ("unigram", lambda v: TypeSpeller(v, order=0)),
+                                  ("bigram", lambda v: TypeSpeller(v, order=1))):
+                lstmgen.pipeline.Speller = speller  # what prepare's find_unknowns prices the <unk> words with
+                data = prepare(corpus, config.data, config.tokenizer, cache_dir=default_cache_dir())
+                for split in ("valid", "test"):
+                    unknowns = data.unknowns(split)
+                    costs[split, name] = (len(unknowns.positions), unknowns.nats.sum() / math.log(2))
+            for split in ("valid", "test"):
+                count = costs[split, "lstmgen"][0]
+                cells = [f"{costs[split, name][1] / max(count, 1):.1f}" for name in ("lstmgen", "unigram", "bigram")]
+                print(f"| {preset} | {split} | {count:,} | {' | '.join(cells)} |")
+    finally:
+        lstmgen.pipeline.Speller = original
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("corpus")
     parser.add_argument("--preset", action="append", help="repeatable (default: seed, default)")
+    parser.add_argument("--spelling-models", action="store_true",
+                        help="also price the <unk> words under two richer spelling models")
     args = parser.parse_args()
     print("| preset | tokenizer | vocab | split | tokens | <unk> | spelling cost, bits per <unk> | "
           "bits/char added |\n|---|---|---:|---|---:|---:|---:|---:|")
@@ -42,6 +115,8 @@ def main() -> None:
                   f"{nats / math.log(2) / characters:.3f} |")
         lengths.append(f"{preset} {1 / Speller(data.vocab).stop:.2f}")
     print(f"\nmean word length in the spelling model (characters): {', '.join(lengths)}")
+    if args.spelling_models:
+        spelling_models(args.corpus, args.preset or ["seed", "default"])
     print(f"{args.corpus}, {datetime.date.today()}")
 
 
