@@ -67,6 +67,8 @@ def test_eval_warns_when_the_text_is_what_the_run_trained_on(trained: Path, tiny
     out = capsys.readouterr()
     assert "warning" not in out.err and "trained_on" not in json.loads(out.out)
     assert json.loads(out.out)["seen_in_training"] < 0.05
+    # the corpus is read again for that check, quietly: what eval reports reading is the file it scores
+    assert "elsewhere.txt" in out.err and "射雕.txt" not in out.err and "神雕.txt" not in out.err
 
 
 def test_eval_finds_training_text_by_its_content_under_another_name(trained: Path, tiny_corpus: Path,

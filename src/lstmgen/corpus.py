@@ -255,10 +255,11 @@ def _read_document(file: Path, advert_pattern: str, max_advert_line: int) -> tup
 
 
 def read_corpus(path: Union[str, Path], *, advert_pattern: str = DEFAULT_ADVERT_PATTERN,
-                max_advert_line: int = 80) -> list[Document]:
+                max_advert_line: int = 80, quiet: bool = False) -> list[Document]:
     """Read, decode and normalise every file of a corpus (see ``list_corpus_files``).
 
-    Files that are empty after normalisation are skipped with a warning.
+    Files that are empty after normalisation are skipped with a warning. What was read (encodings,
+    sizes, advert lines dropped) is logged, unless ``quiet``: a corpus read only to be compared with.
 
     Raises:
         LstmgenError: a bad path or index, an undecodable file, an invalid pattern, or no text at all.
@@ -269,7 +270,7 @@ def read_corpus(path: Union[str, Path], *, advert_pattern: str = DEFAULT_ADVERT_
     documents = []
     files = list_corpus_files(root)
     # a line per file for a shelf of novels; for many files (a poetry collection) one summary line
-    per_file = logging.INFO if len(files) <= _FILES_LISTED else logging.DEBUG
+    per_file = logging.INFO if len(files) <= _FILES_LISTED and not quiet else logging.DEBUG
     for file in files:
         text, encoding, dropped = _read_document(file, advert_pattern, max_advert_line)
         name = file.relative_to(base).as_posix() if file.is_relative_to(base) else file.name
@@ -280,7 +281,7 @@ def read_corpus(path: Union[str, Path], *, advert_pattern: str = DEFAULT_ADVERT_
         documents.append(Document(name, str(file.resolve()), text, encoding, dropped))
     if not documents:
         raise LstmgenError(f"{root}: the corpus is empty (no text after removing adverts and blank lines)")
-    if per_file == logging.DEBUG:
+    if per_file == logging.DEBUG and not quiet:
         encodings = ", ".join(f"{e} {n}" for e, n in Counter(d.encoding for d in documents).most_common())
         logger.info("%s: %d files (%s), %d characters, %d advert lines dropped", root, len(documents), encodings,
                     sum(len(d.text) for d in documents), sum(d.dropped_lines for d in documents))

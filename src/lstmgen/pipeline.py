@@ -90,7 +90,7 @@ def share_in_training(texts: list[str], corpus: Optional[str], data: DataConfig)
     if not total:
         return 0.0
     try:
-        train = split_corpus(corpus, data)[0]["train"]
+        train = split_corpus(corpus, data, quiet=True)[0]["train"]
     except LstmgenError:  # the corpus changed so much it no longer reads: nothing to compare with
         return None
     wanted = set(lines)
@@ -98,8 +98,10 @@ def share_in_training(texts: list[str], corpus: Optional[str], data: DataConfig)
     return sum(len(line) for line in lines if line in found) / total
 
 
-def split_corpus(path: Union[str, Path], data: DataConfig) -> tuple[dict[str, list[str]], list[dict]]:
-    """The three splits as lists of document texts, plus a description of each file read.
+def split_corpus(path: Union[str, Path], data: DataConfig, *,
+                 quiet: bool = False) -> tuple[dict[str, list[str]], list[dict]]:
+    """The three splits as lists of document texts, plus a description of each file read
+    (logged as it is read, unless ``quiet``).
 
     Raises:
         LstmgenError: a ``--valid`` or ``--test`` file is also one the corpus reads for training.
@@ -109,7 +111,7 @@ def split_corpus(path: Union[str, Path], data: DataConfig) -> tuple[dict[str, li
         if shared:
             raise LstmgenError(f"{name} {held_out}: {', '.join(shared)} is also in the training corpus {path}, so the "
                                f"model would be scored on text it trained on; move it out of the corpus")
-    docs = read_corpus(path, advert_pattern=data.advert_pattern, max_advert_line=data.max_advert_line)
+    docs = read_corpus(path, advert_pattern=data.advert_pattern, max_advert_line=data.max_advert_line, quiet=quiet)
     described = [{"name": d.name, "encoding": d.encoding, "characters": len(d.text), "dropped_lines": d.dropped_lines}
                  for d in docs]
     split = split_documents(
