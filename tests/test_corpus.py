@@ -52,6 +52,27 @@ def test_gbk_simplified_text_is_read_as_gb18030(text):
     assert decode_bytes(raw)[0] == text
 
 
+# Written for this test: "Since it had been raining since morning, I spent the day quietly at home,
+# reading a book." in Japanese, and the same in Korean.
+JAPANESE = "今日は朝から雨が降っていたので、私は家で本を読みながら静かに一日を過ごしました。\n" * 8
+KOREAN = "아침부터 비가 내려서 나는 집에서 책을 읽으며 조용히 하루를 보냈다. 한국어 문장이다.\n" * 12
+
+
+@pytest.mark.parametrize("text, codec", [(JAPANESE, "shift_jis"), (JAPANESE, "euc_jp"), (KOREAN, "euc_kr")])
+def test_text_in_an_encoding_lstmgen_does_not_guess_is_read_with_a_warning(text, codec, caplog):
+    with caplog.at_level(logging.WARNING, logger="lstmgen.corpus"):
+        decoded, encoding = decode_bytes(text.encode(codec), "diary.txt")
+    assert encoding in ("gb18030", "big5") and decoded != text  # mojibake: nothing can tell it apart by bytes
+    assert "diary.txt: read as" in caplog.text and "convert it to UTF-8" in caplog.text
+
+
+@pytest.mark.parametrize("text, codec", [(SIMPLIFIED * 4, "gbk"), (TRADITIONAL * 4, "big5")])
+def test_chinese_in_gbk_or_big5_is_read_without_a_warning(text, codec, caplog):
+    with caplog.at_level(logging.WARNING, logger="lstmgen.corpus"):
+        assert decode_bytes(text.encode(codec), "novel.txt")[0] == text
+    assert caplog.text == ""
+
+
 @pytest.mark.parametrize("codec, expected", [
     ("utf-8", "utf-8"), ("utf-8-sig", "utf-8-sig"), ("utf-16", "utf-16"),
     ("utf-16-le", "utf-16"), ("utf-16-be", "utf-16"),
