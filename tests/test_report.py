@@ -101,6 +101,19 @@ def test_write_report_embeds_its_plots_and_lists_failed_runs(tmp_path: Path):
     assert "| seq_len=60 (failed) |" in text
 
 
+def test_a_report_whose_runs_were_validated_once_says_how_to_get_curves(tmp_path: Path):
+    rows = results()
+    meta = {"command": "lstmgen sweep c --vary seq_len=10,30,60,120 --out s", "corpus": "c", "preset": "tiny"}
+    once = {r["run"]: [curve(10, 2.0, 10)] for r in rows}
+    text = write_report(tmp_path / "once.md", rows=rows, curves=once, settings=["seq_len"],
+                        meta=meta).read_text(encoding="utf-8")
+    assert "validated once" in text and "`--eval-every-tokens N`" in text
+    twice = {r["run"]: [curve(10, 3.0, 10), curve(20, 2.0, 20)] for r in rows}
+    text = write_report(tmp_path / "twice.md", rows=rows, curves=twice, settings=["seq_len"],
+                        meta=meta).read_text(encoding="utf-8")
+    assert "validated once" not in text
+
+
 def test_without_matplotlib_the_report_still_has_its_table_and_claims(tmp_path: Path, monkeypatch):
     def missing(*args, **kwargs):
         raise LstmgenError("plots need matplotlib: pip install 'lstmgen[plot]'")

@@ -388,6 +388,11 @@ def write_report(path: Path, *, rows: Sequence[dict], curves: dict[str, list[dic
             lines += ["", f"Every number, and more, in [results.csv]({link(tables[0])}); "
                           f"the learning curves in [curves.csv]({link(tables[1])})."]
     lines += ["", "## Plots", ""] + ([plot_note, ""] if plot_note else [])
+    points = [sum(r.get("valid_bits_per_char") is not None for r in records) for records in curves.values()]
+    if plots and points and max(points) <= 1:
+        lines += ["Each run was validated once, at the end, so the curves below are single points: "
+                  "`--eval-every-tokens N` validates every N training tokens, at the same points for every "
+                  "setting.", ""]
     for stem, plot in plots.items():
         lines += [f"![{PLOTS[stem]}]({link(plot)})", ""]
     failed = [r for r in rows if r.get("status") == "failed"]
