@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from conftest import make_text
-from lstmgen.optim import FusedAdam, WeightAverage
+from lstmgen.config import TrainConfig, build_config
+from lstmgen.optim import FusedAdam, WeightAverage, lr_factor
 
 
 # Every test runs on the CPU; where a GPU is present (the device checks), the optimiser's on it too.
@@ -142,7 +143,6 @@ def test_weight_average_swaps_in_and_back_even_after_an_error():
 def test_a_run_with_ema_decay_validates_and_keeps_the_average_and_trains_on(tmp_path):
     from safetensors.torch import load_file
 
-    from lstmgen.config import build_config
     from lstmgen.model import LSTMLM
     from lstmgen.runs import load_state, read_metrics
     from lstmgen.train import train
@@ -184,3 +184,62 @@ def test_an_lstm_runs_on_the_average_while_it_is_swapped_in(device):
     with average.swapped_in():
         assert torch.allclose(lstm(x)[0], twin(x)[0], atol=1e-6)
     assert torch.equal(lstm(x)[0], own)
+
+
+# --- the learning-rate schedule -----------------------------------------------------------------
+
+def schedule(**train: object) -> TrainConfig:
+    return build_config("tiny", {"train": {"lr": 0.01, "min_lr_ratio": 0.1, **train}}).train
+
+
+def test_warm_up_climbs_to_the_rate_then_cosine_and_linear_decay_to_its_floor():
+    warm = schedule(schedule="cosine", warmup_steps=4)
+    assert [lr_factor(0.0, step, warm) for step in range(5)] == [0.25, 0.5, 0.75, 1.0, pytest.approx(1.0)]
+    cosine, linear, constant = (schedule(schedule=s) for s in ("cosine", "linear", "constant"))
+    assert [lr_factor(p, 10, cosine) for p in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.55, 0.1])
+    assert [lr_factor(p, 10, linear) for p in (0.0, 0.25, 1.0)] == pytest.approx([1.0, 0.775, 0.1])
+    assert lr_factor(1.5, 10, cosine) == pytest.approx(0.1)  # past the end (a budget overrun): the floor
+    assert {lr_factor(p, 10, constant) for p in (0.0, 0.5, 1.0)} == {1.0}
+
+
+def test_a_run_steps_its_learning_rate_by_the_schedule(tmp_path):
+    from lstmgen.cli import main
+    from lstmgen.runs import read_metrics
+
+    text = tmp_path / "t.txt"
+    text.write_text(make_text(1, 60), encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["train", str(text), "--out", str(run), "--preset", "tiny", "--epochs", "2", "--lr", "0.01",
+                 "--schedule", "cosine", "--warmup-steps", "3", "--min-lr-ratio", "0.1", "--eval-every", "2",
+                 "--threads", "1"]) == 0
+    records = [r for r in read_metrics(run) if "valid_nll" in r]
+    total = records[-1]["step"]
+    config = schedule(schedule="cosine", warmup_steps=3)
+    # each record holds the rate of the step just taken, step - 1, at progress (step - 1) / total
+    for record in records:
+        step = record["step"] - 1
+        assert record["lr"] == pytest.approx(0.01 * lr_factor(step / total, step, config)), record["step"]
+    assert records[0]["lr"] == pytest.approx(0.01 * 2 / 3)  # still warming up
+    assert records[-1]["lr"] < 0.0011  # at the floor, 0.1 of the rate, at the last step
+
+
+def test_under_a_time_budget_the_schedule_follows_the_clock(tmp_path, monkeypatch):
+    import itertools
+    import time
+
+    from lstmgen.cli import main
+    from lstmgen.runs import read_metrics
+
+    ticks = itertools.count()  # a clock that moves 0.01 s each time it is read: the same run on any machine
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks) * 0.01)
+    text = tmp_path / "t.txt"
+    text.write_text(make_text(1, 60), encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["train", str(text), "--out", str(run), "--preset", "tiny", "--epochs", "1000", "--lr", "0.01",
+                 "--schedule", "cosine", "--min-lr-ratio", "0.1", "--time-budget", "3s", "--eval-every", "1s",
+                 "--threads", "1"]) == 0
+    records = [r for r in read_metrics(run) if "valid_nll" in r]
+    assert records[-1]["epoch"] < 100  # stopped by the clock, far from its 1,000 epochs
+    rates = [r["lr"] for r in records]
+    assert rates == sorted(rates, reverse=True) and rates[0] < 0.01  # decaying from the first second
+    assert rates[-1] < 0.0012  # at the floor when the budget ran out, though the epochs had not
