@@ -193,3 +193,25 @@ def test_the_score_says_what_the_unknown_targets_cost():
         assert score.unknown_share == pytest.approx(score.unknown_nll / score.nll)
     assert describe_oov(0.0013, 0.0) == "0.13%"
     assert describe_oov(0.067, 0.153) == "6.70% (15.3% of the loss)"
+
+
+def test_eval_tokens_scores_the_first_n_tokens_with_their_share_of_the_characters():
+    # --eval-tokens N validates on the start of the split only: bits per character must stay
+    # comparable with a full score, so the characters are cut in the same proportion.
+    torch.manual_seed(0)
+    model = LSTMLM(ModelConfig(embed_size=8, hidden_size=16), 30)
+    ids = np.random.default_rng(0).integers(0, 30, 1000).astype(np.int32)
+    part = score_ids(model, ids, characters=1500, max_tokens=400)
+    head = score_ids(model, ids[:400], characters=600)
+    assert (part.tokens, part.characters, part.nll) == (head.tokens, head.characters, head.nll)
+    assert score_ids(model, ids, characters=1500).tokens > part.tokens
+
+
+def test_bf16_autocast_on_the_cpu_scores_close_to_fp32():
+    torch.manual_seed(0)
+    model = LSTMLM(ModelConfig(embed_size=8, hidden_size=16), 30)
+    ids = np.random.default_rng(1).integers(0, 30, 500).astype(np.int32)
+    full = score_ids(model, ids, characters=500)
+    half = score_ids(model, ids, characters=500, amp="bf16")
+    assert half.nll != full.nll  # autocast did run in bf16 ...
+    assert half.bits_per_char == pytest.approx(full.bits_per_char, rel=0.02)  # ... and scores about the same
