@@ -202,17 +202,22 @@ def test_warm_up_climbs_to_the_rate_then_cosine_and_linear_decay_to_its_floor():
     assert {lr_factor(p, 10, constant) for p in (0.0, 0.5, 1.0)} == {1.0}
 
 
-def test_a_run_steps_its_learning_rate_by_the_schedule(tmp_path):
+def validations_of_a_tiny_run(tmp_path, *flags: str) -> list[dict]:
+    """Train the tiny preset at lr 0.01 with ``flags``; its validation records."""
     from lstmgen.cli import main
     from lstmgen.runs import read_metrics
 
     text = tmp_path / "t.txt"
     text.write_text(make_text(1, 60), encoding="utf-8")
     run = tmp_path / "run"
-    assert main(["train", str(text), "--out", str(run), "--preset", "tiny", "--epochs", "2", "--lr", "0.01",
-                 "--schedule", "cosine", "--warmup-steps", "3", "--min-lr-ratio", "0.1", "--eval-every", "2",
-                 "--threads", "1"]) == 0
-    records = [r for r in read_metrics(run) if "valid_nll" in r]
+    assert main(["train", str(text), "--out", str(run), "--preset", "tiny", "--lr", "0.01", "--threads", "1",
+                 *flags]) == 0
+    return [r for r in read_metrics(run) if "valid_nll" in r]
+
+
+def test_a_run_steps_its_learning_rate_by_the_schedule(tmp_path):
+    records = validations_of_a_tiny_run(tmp_path, "--epochs", "2", "--schedule", "cosine", "--warmup-steps", "3",
+                                        "--min-lr-ratio", "0.1", "--eval-every", "2")
     total = records[-1]["step"]
     config = schedule(schedule="cosine", warmup_steps=3)
     # each record holds the rate of the step just taken, step - 1, at progress (step - 1) / total
@@ -227,18 +232,10 @@ def test_under_a_time_budget_the_schedule_follows_the_clock(tmp_path, monkeypatc
     import itertools
     import time
 
-    from lstmgen.cli import main
-    from lstmgen.runs import read_metrics
-
     ticks = itertools.count()  # a clock that moves 0.01 s each time it is read: the same run on any machine
     monkeypatch.setattr(time, "perf_counter", lambda: next(ticks) * 0.01)
-    text = tmp_path / "t.txt"
-    text.write_text(make_text(1, 60), encoding="utf-8")
-    run = tmp_path / "run"
-    assert main(["train", str(text), "--out", str(run), "--preset", "tiny", "--epochs", "1000", "--lr", "0.01",
-                 "--schedule", "cosine", "--min-lr-ratio", "0.1", "--time-budget", "3s", "--eval-every", "1s",
-                 "--threads", "1"]) == 0
-    records = [r for r in read_metrics(run) if "valid_nll" in r]
+    records = validations_of_a_tiny_run(tmp_path, "--epochs", "1000", "--schedule", "cosine", "--min-lr-ratio",
+                                        "0.1", "--time-budget", "3s", "--eval-every", "1s")
     assert records[-1]["epoch"] < 100  # stopped by the clock, far from its 1,000 epochs
     rates = [r["lr"] for r in records]
     assert rates == sorted(rates, reverse=True) and rates[0] < 0.01  # decaying from the first second

@@ -71,12 +71,14 @@ def _not_text(name: str, reason: str) -> LstmgenError:
     return LstmgenError(f"{name or 'input'}: not text in UTF-8, GB18030/GBK, Big5 or UTF-16 ({reason})")
 
 
-def _chinese_score(text: str) -> float:
-    """Share of ideographs that are very common, minus a heavy penalty for signs of a wrong codec."""
+def _chinese_score(text: str) -> tuple[float, int]:
+    """Share of ideographs that are very common, minus a heavy penalty for signs of a wrong codec;
+    and how many characters (ideographs and odd ones) that share is of."""
     sample = text[:200_000]  # enough to decide; keeps a 50 MB file cheap
     common = len(_COMMON_RE.findall(sample))
     odd = len(_ODD_RE.findall(sample))
-    return (common - 5 * odd) / max(1, len(_IDEOGRAPH_RE.findall(sample)) + odd)
+    judged = len(_IDEOGRAPH_RE.findall(sample)) + odd
+    return (common - 5 * odd) / max(1, judged), judged
 
 
 # Chinese prose and verse have 0.33 or more of that score in every 3,000 characters of the four
@@ -86,13 +88,10 @@ _PLAUSIBLE_SCORE = 0.2
 _PLAUSIBLE_MIN_IDEOGRAPHS = 100  # fewer say too little to judge by
 
 
-def _warn_if_implausible(name: str, encoding: str, score: float, sample: str) -> None:
+def _warn_if_implausible(name: str, encoding: str, score: float, judged: int) -> None:
     """Warn when the best of GB18030 and Big5 still does not read like Chinese: the file is most
     likely in an encoding lstmgen does not guess (Shift-JIS, EUC-KR, ...) and reads as mojibake."""
-    if score >= _PLAUSIBLE_SCORE:
-        return
-    ideographs = len(_IDEOGRAPH_RE.findall(sample[:200_000])) + len(_ODD_RE.findall(sample[:200_000]))
-    if ideographs >= _PLAUSIBLE_MIN_IDEOGRAPHS:
+    if score < _PLAUSIBLE_SCORE and judged >= _PLAUSIBLE_MIN_IDEOGRAPHS:
         logger.warning("%s: read as %s, but it does not look like Chinese text (%.2f of its ideographs are "
                        "common ones; Chinese has 0.3 or more). If it is in another encoding (Shift-JIS, "
                        "EUC-KR, ...), convert it to UTF-8", name or "text", encoding, max(score, 0.0))
@@ -152,11 +151,11 @@ def decode_bytes(raw: bytes, name: str = "") -> tuple[str, str]:
         sample = raw[:_SAMPLE_BYTES]
         candidates = [(t, e) for e in ("gb18030", "big5") if (t := _try_decode_prefix(sample, e)) is not None]
         # sorted() keeps the first of equal scores, so GB18030, the commoner on disk, wins ties.
-        ranked = sorted(((_chinese_score(t), t, e) for t, e in candidates), key=lambda c: -c[0])
-        for score, decoded, candidate in ranked:
+        ranked = sorted(((*_chinese_score(t), e) for t, e in candidates), key=lambda c: -c[0])
+        for score, judged, candidate in ranked:
             text, encoding = _try_decode(raw, candidate), candidate
             if text is not None:
-                _warn_if_implausible(name, encoding, score, decoded)
+                _warn_if_implausible(name, encoding, score, judged)
                 break
         if text is None:
             raise _not_text(name, "undecodable bytes")

@@ -306,6 +306,7 @@ class _Trainer:
         self.windows = num_windows(grid, tc.seq_len)
         self.grid = device_grid(grid, self.device)
         self.total_steps = max(1, int(round(tc.epochs * self.windows)))
+        self.window_tokens = tc.batch_size * tc.seq_len * self.world_size  # what one step trains on, all ranks
         self.budget = parse_duration(tc.time_budget) if tc.time_budget else None
         torch.manual_seed(tc.seed)
         self.model = LSTMLM(self.config.model, len(data.vocab)).to(self.device)
@@ -475,9 +476,8 @@ class _Trainer:
 
     def _report(self, loss: float, lr: float) -> None:
         loop = self.loop
-        window_tokens = self.tc.batch_size * self.tc.seq_len * self.world_size
         rate = loop.tokens / max(loop.elapsed, 1e-9)
-        left = (self.total_steps - loop.step) * window_tokens / max(rate, 1e-9)
+        left = (self.total_steps - loop.step) * self.window_tokens / max(rate, 1e-9)
         if self.budget is not None:
             left = min(left, max(self.budget - loop.elapsed, 0.0))
         self.progress(Progress(step=loop.step, total_steps=self.total_steps, epoch=loop.step / self.windows,
@@ -488,7 +488,6 @@ class _Trainer:
         loop, tc, budget, world_size = self.loop, self.tc, self.budget, self.world_size
         log_every = 10
         pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-        window_tokens = tc.batch_size * tc.seq_len * world_size
         eval_steps, eval_period = every(tc.eval_every)  # one of the two is 0
         save_steps, save_period = every(tc.save_every)
         evaluated_at = saved_at = loop.elapsed  # the training clock at the last validation and checkpoint
@@ -507,7 +506,7 @@ class _Trainer:
                 lr = self._lr()
                 pending.append(self._step(window))
                 loop.step += 1
-                loop.tokens += window_tokens
+                loop.tokens += self.window_tokens
                 now = time.perf_counter()  # every step: a slow model must not overrun its time budget
                 loop.elapsed += now - tick
                 tick = now
