@@ -1,5 +1,6 @@
 """From a corpus folder to token ids: the cache, the vocabulary from training text only, hybrid fallback."""
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,21 @@ def test_a_cached_start_reads_no_file_until_one_changes(tiny_corpus: Path, monke
     novel.write_text(novel.read_text(encoding="utf-8") + "\n郭靖又来了。", encoding="utf-8")  # the file changed
     changed = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char"))
     assert len(reads) == 2 and changed.fingerprint != first.fingerprint
+
+
+def test_a_file_that_reads_as_mojibake_is_warned_of_at_every_start_not_only_the_first(tiny_corpus: Path, caplog):
+    # Written for this test: "On a quiet morning the cat sleeps by the window and the children go to
+    # school." in Japanese, saved as Shift-JIS: GB18030 decodes it, into characters no Chinese text has.
+    (tiny_corpus / "diary.txt").write_bytes(("静かな朝、猫は窓のそばで眠り、子供たちは学校へ行きます。\n" * 20).encode("shift_jis"))
+    (tiny_corpus / "inf.txt").write_text("射雕，神雕，diary", encoding="utf-8")
+    for start in ("first", "cached"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="lstmgen"):
+            data = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char"))
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "diary.txt: read as" in warnings[0] and "convert it to UTF-8" in warnings[0], start
+        doubted = [d["name"] for d in data.documents if "doubt" in d]
+        assert doubted == ["diary.txt"], start  # the run records which file, in its info.json
 
 
 def test_the_vocabulary_comes_from_the_training_split_only(tmp_path: Path):

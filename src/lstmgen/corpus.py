@@ -58,6 +58,7 @@ class Document:
     text: str  # normalised text: one paragraph per line, no blank lines, no trailing newline
     encoding: str  # codec it was read with: utf-8, utf-8-sig, gb18030, big5 or utf-16
     dropped_lines: int  # advert lines removed
+    doubt: str = ""  # why the decoded text may be mojibake (see ``decode_bytes``); empty when it reads well
 
 
 @dataclass
@@ -88,13 +89,14 @@ _PLAUSIBLE_SCORE = 0.2
 _PLAUSIBLE_MIN_IDEOGRAPHS = 100  # fewer say too little to judge by
 
 
-def _warn_if_implausible(name: str, encoding: str, score: float, judged: int) -> None:
-    """Warn when the best of GB18030 and Big5 still does not read like Chinese: the file is most
-    likely in an encoding lstmgen does not guess (Shift-JIS, EUC-KR, ...) and reads as mojibake."""
-    if score < _PLAUSIBLE_SCORE and judged >= _PLAUSIBLE_MIN_IDEOGRAPHS:
-        logger.warning("%s: read as %s, but it does not look like Chinese text (%.2f of its ideographs are "
-                       "common ones; Chinese has 0.3 or more). If it is in another encoding (Shift-JIS, "
-                       "EUC-KR, ...), convert it to UTF-8", name or "text", encoding, max(score, 0.0))
+def _doubt(name: str, encoding: str, score: float, judged: int) -> str:
+    """Why the best of GB18030 and Big5 still does not read like Chinese ("" when it does): the file
+    is most likely in an encoding lstmgen does not guess (Shift-JIS, EUC-KR, ...) and reads as mojibake."""
+    if score >= _PLAUSIBLE_SCORE or judged < _PLAUSIBLE_MIN_IDEOGRAPHS:
+        return ""
+    return (f"{name or 'text'}: read as {encoding}, but it does not look like Chinese text ({max(score, 0.0):.2f} of "
+            f"its ideographs are common ones; Chinese has 0.3 or more). If it is in another encoding (Shift-JIS, "
+            f"EUC-KR, ...), convert it to UTF-8")
 
 
 def _try_decode(raw: bytes, encoding: str) -> Optional[str]:
@@ -115,25 +117,12 @@ def _try_decode_prefix(raw: bytes, encoding: str) -> Optional[str]:
         return None
 
 
-def decode_bytes(raw: bytes, name: str = "") -> tuple[str, str]:
-    """Decode a file's bytes, guessing the encoding.
-
-    Order: a UTF-16 or UTF-8 byte-order mark, then strict UTF-8, then whichever of GB18030 and Big5
-    yields the more plausible Chinese (both decode most GBK bytes, so neither can win by decoding alone).
-
-    Args:
-        raw: the file's content.
-        name: the file's name, for error messages.
-
-    Returns:
-        ``(text, encoding)`` with encoding one of utf-8, utf-8-sig, gb18030, big5, utf-16.
-
-    Raises:
-        LstmgenError: binary data, NUL bytes without a UTF-16 mark, or bytes no candidate decodes.
-    """
+def _decode(raw: bytes, name: str) -> tuple[str, str, str]:
+    """``decode_bytes``'s work: ``(text, encoding, doubt)``, with doubt "" or why the text may be mojibake."""
     if not raw:
-        return "", "utf-8"
+        return "", "utf-8", ""
     text: Optional[str] = None
+    doubt = ""
     encoding = ""
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         text, encoding = _try_decode(raw, "utf-16"), "utf-16"
@@ -155,13 +144,35 @@ def decode_bytes(raw: bytes, name: str = "") -> tuple[str, str]:
         for score, judged, candidate in ranked:
             text, encoding = _try_decode(raw, candidate), candidate
             if text is not None:
-                _warn_if_implausible(name, encoding, score, judged)
+                doubt = _doubt(name, encoding, score, judged)
                 break
         if text is None:
             raise _not_text(name, "undecodable bytes")
     controls = len(_CONTROL_RE.findall(text))
     if controls > _MAX_CONTROL_SHARE * len(text):
         raise _not_text(name, f"{controls} control characters in {len(text)}; binary?")
+    return text, encoding, doubt
+
+
+def decode_bytes(raw: bytes, name: str = "") -> tuple[str, str]:
+    """Decode a file's bytes, guessing the encoding; warn when the text does not read like Chinese.
+
+    Order: a UTF-16 or UTF-8 byte-order mark, then strict UTF-8, then whichever of GB18030 and Big5
+    yields the more plausible Chinese (both decode most GBK bytes, so neither can win by decoding alone).
+
+    Args:
+        raw: the file's content.
+        name: the file's name, for error messages.
+
+    Returns:
+        ``(text, encoding)`` with encoding one of utf-8, utf-8-sig, gb18030, big5, utf-16.
+
+    Raises:
+        LstmgenError: binary data, NUL bytes without a UTF-16 mark, or bytes no candidate decodes.
+    """
+    text, encoding, doubt = _decode(raw, name)
+    if doubt:
+        logger.warning("%s", doubt)
     return text, encoding
 
 
@@ -266,11 +277,11 @@ def _read_bytes(file: Path) -> bytes:
         raise LstmgenError(f"{file}: cannot read ({error.strerror or error})")
 
 
-def _read_document(file: Path, advert_pattern: str, max_advert_line: int) -> tuple[str, str, int]:
-    """(normalised text, encoding, advert lines dropped) of one file."""
-    text, encoding = decode_bytes(_read_bytes(file), str(file))  # the raw bytes are freed here
+def _read_document(file: Path, advert_pattern: str, max_advert_line: int) -> tuple[str, str, int, str]:
+    """(normalised text, encoding, advert lines dropped, doubt) of one file."""
+    text, encoding, doubt = _decode(_read_bytes(file), str(file))  # the raw bytes are freed here
     text, dropped = normalize_text(text, advert_pattern=advert_pattern, max_advert_line=max_advert_line)
-    return text, encoding, dropped
+    return text, encoding, dropped, doubt
 
 
 def read_corpus(path: Union[str, Path], *, advert_pattern: str = DEFAULT_ADVERT_PATTERN,
@@ -291,13 +302,15 @@ def read_corpus(path: Union[str, Path], *, advert_pattern: str = DEFAULT_ADVERT_
     # a line per file for a shelf of novels; for many files (a poetry collection) one summary line
     per_file = logging.INFO if len(files) <= _FILES_LISTED and not quiet else logging.DEBUG
     for file in files:
-        text, encoding, dropped = _read_document(file, advert_pattern, max_advert_line)
+        text, encoding, dropped, doubt = _read_document(file, advert_pattern, max_advert_line)
+        if doubt:
+            logger.warning("%s", doubt)
         name = file.relative_to(base).as_posix() if file.is_relative_to(base) else file.name
         if not text:
             logger.warning("%s: no text after removing adverts and blank lines; skipped", name)
             continue
         logger.log(per_file, "%s: %s, %d characters, %d advert lines dropped", name, encoding, len(text), dropped)
-        documents.append(Document(name, str(file.resolve()), text, encoding, dropped))
+        documents.append(Document(name, str(file.resolve()), text, encoding, dropped, doubt))
     if not documents:
         raise LstmgenError(f"{root}: the corpus is empty (no text after removing adverts and blank lines)")
     if per_file == logging.DEBUG and not quiet:

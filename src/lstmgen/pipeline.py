@@ -112,8 +112,8 @@ def split_corpus(path: Union[str, Path], data: DataConfig, *,
             raise LstmgenError(f"{name} {held_out}: {', '.join(shared)} is also in the training corpus {path}, so the "
                                f"model would be scored on text it trained on; move it out of the corpus")
     docs = read_corpus(path, advert_pattern=data.advert_pattern, max_advert_line=data.max_advert_line, quiet=quiet)
-    described = [{"name": d.name, "encoding": d.encoding, "characters": len(d.text), "dropped_lines": d.dropped_lines}
-                 for d in docs]
+    described = [{"name": d.name, "encoding": d.encoding, "characters": len(d.text), "dropped_lines": d.dropped_lines,
+                  **({"doubt": d.doubt} if d.doubt else {})} for d in docs]
     split = split_documents(
         [d.text for d in docs],
         valid_fraction=0.0 if data.valid_path else data.valid_fraction,
@@ -269,6 +269,8 @@ def prepare(path: Union[str, Path], data: DataConfig, tok: TokenizerConfig, *,
     if seg is not None:  # ... and their segmentation is cached
         fingerprint, characters, described = known["fingerprint"], known["characters"], known["documents"]
         logger.info("%s: %d files unchanged since they were read; segmentation cached", path, len(described))
+        for doubt in (d["doubt"] for d in described if "doubt" in d):
+            logger.warning("%s", doubt)  # said at every start, as when the files were read
         seconds["read"] = time.perf_counter() - start
     else:
         texts, described = split_corpus(path, data)
