@@ -27,6 +27,7 @@ def test_train_writes_a_self_describing_run_directory(trained: Path):
     config = json.loads((trained / "config.json").read_text(encoding="utf-8"))
     assert config["train"]["seq_len"] == 16 and config["train"]["epochs"] == 2.0  # preset + flag
     assert {d["encoding"] for d in config["documents"]} == {"utf-8", "gb18030"}
+    assert config["held_out_in_training"] == {"valid": 0.0, "test": 0.0}  # no paragraph is in two places
     records = read_metrics(trained)
     valid = [r for r in records if "valid_bits_per_char" in r]
     assert len(valid) >= 2  # at least once per epoch

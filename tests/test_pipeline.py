@@ -52,10 +52,35 @@ def test_a_file_that_reads_as_mojibake_is_warned_of_at_every_start_not_only_the_
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="lstmgen"):
             data = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char"))
-        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "read as" in r.getMessage()]
         assert len(warnings) == 1 and "diary.txt: read as" in warnings[0] and "convert it to UTF-8" in warnings[0], start
         doubted = [d["name"] for d in data.documents if "doubt" in d]
         assert doubted == ["diary.txt"], start  # the run records which file, in its info.json
+
+
+def test_held_out_text_that_another_file_trains_on_is_warned_of_at_every_start(tiny_corpus: Path, caplog):
+    one, two = (tiny_corpus / f"{name}.txt" for name in ("射雕", "神雕"))
+    clean = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char"))
+    assert clean.overlap == {"valid": 0.0, "test": 0.0}
+    # the complete works beside the single novels: the end of 射雕, held out, is in the middle of it
+    works = one.read_text(encoding="utf-8") + "\n" + two.read_bytes().decode("gb18030")
+    (tiny_corpus / "全集.txt").write_text(works, encoding="utf-8")
+    (tiny_corpus / "inf.txt").write_text("射雕，神雕，全集", encoding="utf-8")
+    for start in ("first", "cached"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="lstmgen"):
+            data = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char"))
+        assert "text is also in the training text, word for word" in caplog.text, start
+        assert "Is the same text in two files" in caplog.text, start
+        # 射雕's held-out end is inside the works: a third of each split. The works' own test end is
+        # 神雕's test end, held out in both; its validation part is a stretch 神雕.txt trains on.
+        assert 0.15 < data.overlap["test"] < 0.45 and 0.5 < data.overlap["valid"] < 0.9, (start, data.overlap)
+
+
+def test_lines_split_a_chunk_at_a_time_are_the_lines():
+    text = "甲乙\n\n丙丁戊己庚辛壬癸甲乙丙\n丁\n" + "子" * 30 + "\n丑"
+    for chunk in (1, 3, 7, 100):
+        assert list(pipeline._lines(text, chunk=chunk)) == text.split("\n"), chunk
 
 
 def test_the_vocabulary_comes_from_the_training_split_only(tmp_path: Path):

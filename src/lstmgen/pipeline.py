@@ -9,7 +9,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -38,6 +38,7 @@ class PreparedData:
     characters: dict[str, int]  # split -> characters of its text
     fingerprint: str  # content hash of the corpus text
     documents: list[dict] = field(default_factory=list)  # name, encoding, characters per file
+    overlap: dict[str, float] = field(default_factory=dict)  # valid, test -> held_out_in_training's share
     seconds: dict[str, float] = field(default_factory=dict)  # time spent reading, segmenting, ...
     # held-out split -> where its <unk> words are and what spelling them costs; found when first asked
     find_unknowns: Optional[Callable[[str], Unknowns]] = field(default=None, repr=False)
@@ -74,6 +75,28 @@ def training_files_in(path: Union[str, Path], corpus: Optional[str]) -> list[str
 
 
 MIN_MATCH_LINE = 20  # shorter lines (他笑道：) recur in any novel: finding one in training says nothing
+OVERLAP_WARNING = 0.01  # of a held-out split's characters; the four classic novels: 0.34% of the test split
+
+
+def _lines(text: str, chunk: int = 1 << 24) -> Iterator[str]:
+    """The lines of ``text``, split a chunk at a time: a 1 GB file never becomes one list of lines."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + chunk)
+        end = len(text) if end < 0 else end
+        yield from text[start:end].split("\n")
+        start = end + 1
+
+
+def _found_in_training(held: dict[str, list[str]], train: list[str]) -> dict[str, tuple[int, int]]:
+    """For each group of texts: the characters of its lines of at least ``MIN_MATCH_LINE`` characters,
+    and the characters of those that are also a line of ``train``."""
+    long_lines = {name: [line for text in texts for line in _lines(text) if len(line) >= MIN_MATCH_LINE]
+                  for name, texts in held.items()}
+    wanted = set().union(*long_lines.values())
+    found = {line for text in train for line in _lines(text) if line in wanted}
+    return {name: (sum(map(len, lines)), sum(len(line) for line in lines if line in found))
+            for name, lines in long_lines.items()}
 
 
 def share_in_training(texts: list[str], corpus: Optional[str], data: DataConfig) -> Optional[float]:
@@ -83,19 +106,39 @@ def share_in_training(texts: list[str], corpus: Optional[str], data: DataConfig)
     of the training split: a chapter copied out of a novel the run trained on is found whatever the
     file is called. None when the corpus is not on this machine.
     """
-    lines = [line for text in texts for line in text.split("\n") if len(line) >= MIN_MATCH_LINE]
-    total = sum(map(len, lines))
     if not corpus or not Path(corpus).exists():
         return None
-    if not total:
-        return 0.0
     try:
         train = split_corpus(corpus, data, quiet=True)[0]["train"]
     except LstmgenError:  # the corpus changed so much it no longer reads: nothing to compare with
         return None
-    wanted = set(lines)
-    found = {line for text in train for line in text.split("\n") if line in wanted}
-    return sum(len(line) for line in lines if line in found) / total
+    total, seen = _found_in_training({"texts": texts}, train)["texts"]
+    return seen / total if total else 0.0
+
+
+def held_out_in_training(texts: dict[str, list[str]]) -> dict[str, float]:
+    """For valid and test: the share of their characters that is in lines (of at least
+    ``MIN_MATCH_LINE`` characters) the training split also has, word for word.
+
+    A lower bound on how much of the held-out text the model will have trained on. Two copies of one
+    novel hold out the same end and leak little; a complete works beside its single novels leaks a lot
+    (the end of a novel, held out, is in the middle of the works, trained on).
+    """
+    found = _found_in_training({name: texts[name] for name in ("valid", "test")}, texts["train"])
+    return {name: seen / max(1, sum(map(len, texts[name]))) for name, (_, seen) in found.items()}
+
+
+def report_overlap(overlap: dict[str, float]) -> None:
+    """Log what ``held_out_in_training`` found: a warning when its scores cannot be trusted."""
+    worst = max(overlap, key=lambda name: overlap[name], default=None)
+    if worst is not None and overlap[worst] >= OVERLAP_WARNING:
+        logger.warning("%.1f%% of the %s text is also in the training text, word for word (lines of %d or more "
+                       "characters), so its scores overstate how well the model does on text it never saw. Is the "
+                       "same text in two files (a complete works beside its single novels, say)?",
+                       100 * overlap[worst], worst, MIN_MATCH_LINE)
+    elif any(overlap.values()):
+        logger.info("held-out text also in the training text, word for word: %s",
+                    ", ".join(f"{name} {100 * share:.2f}%" for name, share in overlap.items()))
 
 
 def split_corpus(path: Union[str, Path], data: DataConfig, *,
@@ -271,18 +314,21 @@ def prepare(path: Union[str, Path], data: DataConfig, tok: TokenizerConfig, *,
         logger.info("%s: %d files unchanged since they were read; segmentation cached", path, len(described))
         for doubt in (d["doubt"] for d in described if "doubt" in d):
             logger.warning("%s", doubt)  # said at every start, as when the files were read
+        overlap = known.get("overlap", {})
         seconds["read"] = time.perf_counter() - start
     else:
         texts, described = split_corpus(path, data)
         seconds["read"] = time.perf_counter() - start
         fingerprint = split_fingerprint(texts)
+        overlap = held_out_in_training(texts)
         characters = {name: sum(map(len, texts[name])) + max(len(texts[name]) - 1, 0) for name in SPLITS}
         start = time.perf_counter()
         seg = segment(texts, tok, cache_dir, fingerprint)
         del texts  # from here on only token ids are needed: a big corpus's text need not stay in memory
         seconds["segment"] = time.perf_counter() - start
         write_manifest(cache_dir, stat_key, {"fingerprint": fingerprint, "characters": characters,
-                                             "documents": described})
+                                             "documents": described, "overlap": overlap})
+    report_overlap(overlap)
     start = time.perf_counter()
     if vocab is None or tokenizer is None:
         tokenizer = build_tokenizer(tok)
@@ -301,7 +347,7 @@ def prepare(path: Union[str, Path], data: DataConfig, tok: TokenizerConfig, *,
         return Unknowns.of_types(held_out[split], expansions, table, Speller(vocab))
 
     return PreparedData(tokenizer=tokenizer, vocab=vocab, ids=ids, characters=characters,
-                        fingerprint=fingerprint, documents=described, seconds=seconds,
+                        fingerprint=fingerprint, documents=described, overlap=overlap, seconds=seconds,
                         find_unknowns=find_unknowns)
 
 

@@ -339,7 +339,8 @@ class _Trainer:
         elif self.rank == 0:
             data = self.data
             extra = {"corpus": str(Path(self.corpus).resolve()), "corpus_fingerprint": data.fingerprint,
-                     "documents": data.documents, "vocab_size": len(data.vocab),
+                     "documents": data.documents, "held_out_in_training": data.overlap,
+                     "vocab_size": len(data.vocab),
                      "parameters": count_parameters(self.model), "world_size": self.world_size,
                      "split_tokens": {k: int(len(v)) for k, v in data.ids.items()},
                      "split_characters": data.characters}
