@@ -262,6 +262,18 @@ def test_split_without_newlines_cuts_at_exact_characters():
     assert split.train[0] + split.valid[0] + split.test[0] == text
 
 
+@pytest.mark.parametrize("text", [
+    "射雕英雄传\n金庸 著\n" + "郭靖" * 50_000,  # a title, an author, then the novel as one line
+    "第一回\n" + "楔子" * 25 + "\n" + "黄蓉" * 50_000 + "\n（全书完）",
+])
+def test_a_novel_of_few_long_lines_is_held_out_in_proportion_not_whole(text):
+    split = split_documents([text], valid_fraction=0.05, test_fraction=0.05)
+    for part in (split.valid[0], split.test[0]):
+        assert 0.04 < len(part) / len(text) < 0.06  # not 0, not the whole novel
+    assert sum(map(len, (split.train[0], split.valid[0], split.test[0]))) >= len(text) - 2  # at most 2 newlines dropped
+    assert text.startswith(split.train[0]) and text.endswith(split.test[0])
+
+
 def test_zero_fractions_and_short_documents():
     text = "\n".join(["一二三四五"] * 100)
     no_valid = split_documents([text], valid_fraction=0, test_fraction=0.1)

@@ -332,43 +332,53 @@ def _nearest_newline(text: str, target: int, low: int, high: int) -> Optional[in
     return min(found, key=lambda i: (abs(i - target), i)) if found else None
 
 
+def _cut(text: str, target: int, part: int, low: int, high: int) -> Optional[tuple[int, int]]:
+    """Where a part of about ``part`` characters that should start after ``target`` starts: ``(end of
+    the part before, start of this one)``, or None when no cut in ``[low, high)`` leaves both sides text.
+
+    At the newline nearest to ``target`` (it belongs to neither part) when one is within half the
+    part's size (at least 100 characters); else at ``target`` itself, mid-paragraph: a novel that is
+    one long line after its title must not go to the test split whole.
+    """
+    slack = max(part // 2, 100)
+    found = _nearest_newline(text, target, max(low, target - slack), min(high, target + slack + 1))
+    if found is not None:
+        return found, found + 1
+    return (target + 1, target + 1) if low <= target < high else None
+
+
 def _split_one(text: str, valid_fraction: float, test_fraction: float) -> tuple[str, str, str]:
     size = len(text)
     valid_chars, test_chars = round(size * valid_fraction), round(size * test_fraction)
     if (valid_fraction and not valid_chars) or (test_fraction and not test_chars):
         return text, "", ""  # too short to give each held-out part a character
-    if "\n" not in text:
-        test_start = size - test_chars
-        valid_start = test_start - valid_chars
-        if valid_start < 1:
-            return text, "", ""
-        return text[:valid_start], text[valid_start:test_start], text[test_start:]
-    # Cut at newlines, which are dropped: each part is whole paragraphs, and "\n".join(non-empty parts)
-    # gives the document back. The search ranges keep every requested part and train non-empty.
-    test_cut = size
+    # Cut at newlines near the requested sizes, which are dropped: each part is whole paragraphs. The
+    # ranges keep every requested part and train non-empty; a document too short for that stays whole.
+    test_end = test_start = size
     if test_chars:
-        found = _nearest_newline(text, size - test_chars - 1, 1, size - 1)
-        if found is None:
+        cut = _cut(text, size - test_chars - 1, test_chars, 1, size - 1)
+        if cut is None:
             return text, "", ""
-        test_cut = found
-    valid_cut = test_cut
+        test_end, test_start = cut
+    valid_end = valid_start = test_end
     if valid_chars:
-        found = _nearest_newline(text, test_cut - valid_chars - 1, 1, test_cut - 1)
-        if found is None:
+        cut = _cut(text, test_end - valid_chars - 1, valid_chars, 1, test_end - 1)
+        if cut is None:
             return text, "", ""
-        valid_cut = found
-    return text[:valid_cut], text[valid_cut + 1:test_cut], text[test_cut + 1:]
+        valid_end, valid_start = cut
+    return text[:valid_end], text[valid_start:test_end], text[test_start:]
 
 
 def split_documents(texts: list[str], *, valid_fraction: float = 0.05, test_fraction: float = 0.05) -> Split:
     """Hold out the end of every document: the last ``test_fraction`` of its characters for testing,
     the ``valid_fraction`` before that for validation, the rest for training. Deterministic.
 
-    Cuts move to the nearest paragraph break (the ``"\\n"`` there belongs to no part), so with newlines
-    ``"\\n".join(p for p in (train, valid, test) if p)`` is the document; a document with no newline is
-    cut at exact character positions and ``train + valid + test`` is the document. A fraction of 0 gives
-    ``""``. A document too short to give every requested part at least one character (or a paragraph,
-    when it has newlines) stays whole in train. Few long paragraphs make the held-out shares coarse.
+    Cuts move to the nearest paragraph break (the ``"\\n"`` there belongs to no part) within half the
+    part's size (at least 100 characters), so a document of paragraphs is ``"\\n".join(p for p in
+    (train, valid, test) if p)``; where no break is that near (a document with no newline, or one long
+    line), the cut is at the exact character, mid-paragraph, and nothing is dropped there. A fraction
+    of 0 gives ``""``. A document too short to give every requested part and train at least one
+    character stays whole in train.
 
     Raises:
         LstmgenError: fractions outside [0, 1) or summing to 1 or more.
