@@ -83,6 +83,14 @@ def test_lines_split_a_chunk_at_a_time_are_the_lines():
         assert list(pipeline._lines(text, chunk=chunk)) == text.split("\n"), chunk
 
 
+def test_a_capped_hybrid_vocabulary_keeps_every_training_character_and_the_newline(tiny_corpus: Path):
+    chars = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char")).vocab
+    capped = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="hybrid", hybrid_min_count=5,
+                                                                   max_vocab=len(chars) + 3)).vocab
+    assert len(capped) == len(chars) + 3  # <unk>, the newline, every character and the three commonest words
+    assert set(chars.tokens) <= set(capped.tokens) and "\n" in capped
+
+
 def test_the_vocabulary_comes_from_the_training_split_only(tmp_path: Path):
     novel = tmp_path / "novel.txt"
     novel.write_text("\n".join(["甲乙丙丁"] * 50 + ["戊己庚辛"]), encoding="utf-8")  # the last line is held out

@@ -53,6 +53,11 @@ def test_required_tokens_are_kept_even_when_unseen_or_rare() -> None:
     assert capped.tokens == ["<unk>", "a", "e", "z"]
 
 
+def test_a_cap_too_small_for_the_required_tokens_is_a_user_error_not_a_silent_cut() -> None:
+    with pytest.raises(LstmgenError, match="allow at least 4"):
+        Vocab.build(TRAIN, max_size=3, required=["a", "e", "z"])
+
+
 def test_encode_is_int32_and_decode_takes_lists_arrays_and_tensors() -> None:
     vocab = Vocab.build(TRAIN)
     ids = vocab.encode(["a", "b", "\n", "never-seen"])

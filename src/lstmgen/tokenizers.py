@@ -260,7 +260,7 @@ class HybridTokenizer(WordTokenizer):
         self.characters = "".join(sorted(seen - {NEWLINE}))
 
     def required_tokens(self) -> list[str]:
-        return list(self.characters)
+        return [*self.characters, NEWLINE]  # the newline is a token of its own, never spelled
 
     def words_to_tokens(self, words: list[str]) -> list[str]:
         kept = self.kept_words

@@ -90,10 +90,13 @@ class Vocab:
         def by_count(items: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
             return sorted(items, key=lambda kv: (-kv[1], kv[0]))
 
+        if max_size and len(must) > max_size - 1:
+            raise LstmgenError(f"a vocabulary of at most {max_size} tokens (--max-vocab) cannot hold the {len(must)} "
+                               f"this tokenizer must keep besides <unk> (the hybrid tokenizer keeps every character seen "
+                               f"in training, and the newline); allow at least {len(must) + 1}, or 0 for no limit")
         kept = by_count((token, counter.get(token, 0)) for token in must)
         others = by_count(item for item in counter.items() if item[1] >= min_freq and item[0] not in must)
         if max_size:
-            kept = kept[: max_size - 1]
             others = others[: max_size - 1 - len(kept)]
         kept = by_count(kept + others)
         tokens = [cls.UNK] + [token for token, _ in kept]
