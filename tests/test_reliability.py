@@ -203,11 +203,13 @@ def test_sigterm_and_ctrl_c_save_print_the_resume_command_and_exit_143_and_130(
         assert f"Continue with: lstmgen train --resume {shlex.quote(str(run))}" in err
         state = load_latest_state(run)
         assert state["step"] >= step and not state["finished"]  # saved where it stopped, not at a save point before
+        eval_seconds = state["eval_seconds"]  # validating and saving: left out of tokens/s across resumes
         command = ["train", "--resume", run]
     finished = subprocess.run([sys.executable, "-m", "lstmgen", "-q", *map(str, command)], env=environment,
                               capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert not (run / "state" / "interrupted.pt").exists()  # superseded by the checkpoints after it
+    assert eval_seconds <= read_metrics(run)[-1]["eval_seconds"]  # carried over, not restarted from 0
     assert_same_run(reference.result(), run, f"seed {seed}")
 
 
@@ -444,6 +446,25 @@ def test_nan_policy_backoff_goes_back_to_the_checkpoint_once_with_half_the_lr(sm
     assert all(torch.isfinite(t).all() for t in state["model"].values())
     rates = {r["step"]: r["lr"] for r in read_metrics(run) if "lr" in r}
     assert rates[10] == rates[20] == 0.01 and rates[30] == 0.005
+
+
+def test_a_nan_in_the_last_steps_before_the_time_budget_ends_is_caught(small_corpus, tmp_path, monkeypatch, capsys):
+    # Slow steps, NaN from the third on, and nothing due before the 1.5 s budget ends: only the check
+    # at the budget's end can see the NaN (it once ended the run with exit 0 and NaN weights).
+    original = LSTMLM.forward
+
+    def slow_forward(self, inputs, targets, state=None):
+        time.sleep(0.2)
+        return original(self, inputs, targets, state)
+
+    monkeypatch.setattr(LSTMLM, "forward", slow_forward)
+    faulty_forward(monkeypatch, lambda n: n >= 3)
+    run = tmp_path / "run"
+    args = ["train", str(small_corpus), "--out", str(run), "--preset", "tiny", "--time-budget", "1.5s",
+            "--eval-every", "1000", "--save-every", "1000", "--threads", "1"]
+    err = one_line_error(capsys, main(args))
+    assert "the loss became NaN or infinite by step" in err and "the last good state (step 0) is kept" in err
+    assert all(torch.isfinite(t).all() for t in load_state(run)["model"].values())
 
 
 def test_a_huge_learning_rate_ends_with_one_clear_line(small_corpus, tmp_path, capsys):

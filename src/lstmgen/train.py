@@ -110,7 +110,7 @@ class Progress:
 class _LoopState:
     step: int = 0
     elapsed: float = 0.0  # seconds of training so far, across resumes
-    eval_seconds: float = 0.0  # of those, spent validating and saving (in this process)
+    eval_seconds: float = 0.0  # of those, spent validating and saving, across resumes
     tokens: int = 0
     best_valid: float = float("inf")
     backoffs: int = 0
@@ -322,6 +322,7 @@ class _Trainer:
         if state is not None:
             self.hidden = self.restore(state)
             loop.elapsed, loop.backoffs = float(state["elapsed"]), int(state["backoffs"])
+            loop.eval_seconds = float(state.get("eval_seconds", 0.0))  # older states: this process's only
             if state.get("finished"):
                 if any(r.get("split") == "test" for r in read_metrics(run_dir)):
                     logger.info("%s: the run is finished (step %d); nothing to do", run_dir, loop.step)
@@ -375,7 +376,8 @@ class _Trainer:
             return
         save_state(self.run_dir, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": loop.step,
-            "elapsed": loop.elapsed, "tokens": loop.tokens, "best_valid": loop.best_valid,
+            "elapsed": loop.elapsed, "eval_seconds": loop.eval_seconds, "tokens": loop.tokens,
+            "best_valid": loop.best_valid,
             "backoffs": loop.backoffs, "world_size": self.world_size, "finished": finished,
             # what the next metrics record averages over, so that record is the same after a resume
             "losses": torch.tensor(loop.losses, dtype=torch.float64),
@@ -499,6 +501,10 @@ class _Trainer:
                 if budget is not None and world_size > 1:  # one clock for all ranks: they stop and decay lr together
                     loop.elapsed = dist_utils.max_over_ranks(loop.elapsed)
                 if budget is not None and loop.elapsed >= budget:
+                    if pending:  # the last steps are checked for NaN and counted like any others
+                        values, pending = self._flush(pending), []
+                        if values is None:  # backed off to the last checkpoint: the run ends there
+                            continue
                     logger.info("time budget of %s reached at step %d", tc.time_budget, loop.step)
                     break
                 window = loop.step % self.windows
@@ -541,7 +547,9 @@ class _Trainer:
                     tick = time.perf_counter()
                     evaluated_at = loop.elapsed
                 if save_due:
+                    save_start = time.perf_counter()
                     self.checkpoint()
+                    loop.eval_seconds += time.perf_counter() - save_start
                     saved_at = loop.elapsed
                 if signum is not None:
                     # Between save points the state goes to its own file: checkpoint.pt stays the point a
