@@ -190,6 +190,7 @@ def _agreement_worker(rank: int, port: int, results: "mp.Queue") -> None:
             "clock": dist_utils.max_over_ranks(1.5 + rank),
             "loss": dist_utils.mean_over_ranks(torch.tensor([[1.0 + 2 * rank, float("nan") if rank else 0.0]])).tolist(),
             "zero": dist_utils.rank_zero_decides(rank == 0),
+            "name": dist_utils.rank_zero_text(f"runs/20261127-21360{rank}-tiny"),  # the clock turned a second
             "rows": rows[0][0, :, 0].tolist(),
             "own": torch.equal(dist_utils.own_rows(rows, rank=rank, batch_size=2, device=torch.device("cpu"))[1],
                                hidden[1]),
@@ -213,5 +214,6 @@ def test_ranks_that_see_different_things_reach_the_same_decision():
         assert answer["clock"] == 2.5
         assert answer["loss"][0][0] == 2.0 and answer["loss"][0][1] != answer["loss"][0][1]  # mean; NaN spreads
         assert answer["zero"] is True
+        assert answer["name"] == "runs/20261127-213600-tiny"
         assert answer["rows"] == [0.0, 0.0, 1.0, 1.0]  # rank 0's rows, then rank 1's
         assert answer["own"] is True

@@ -201,6 +201,16 @@ def rank_zero_decides(flag: bool) -> bool:
     return bool(tensor.item())
 
 
+def rank_zero_text(text: str) -> str:
+    """Rank 0's ``text`` on every rank: a name each rank would otherwise make for itself (a run folder
+    named after the clock, which may turn a second between ranks)."""
+    if not is_active():
+        return text
+    box = [text]
+    dist.broadcast_object_list(box, src=0)
+    return str(box[0])
+
+
 def broadcast_weights(model: torch.nn.Module) -> None:
     """Overwrite every rank's weights with rank 0's (after rank 0 loaded the best ones from disk)."""
     if not is_active():

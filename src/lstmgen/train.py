@@ -186,7 +186,7 @@ def train(
             from lstmgen.config import build_config
 
             config = build_config("default")
-        run_dir = Path(out) if out is not None else default_run_dir(config.preset)
+        run_dir = Path(out) if out is not None else Path(dist_utils.rank_zero_text(str(default_run_dir(config.preset))))
         if (run_dir / CONFIG).exists():
             raise LstmgenError(f"{run_dir}: already holds a run; continue it with --resume or choose another --out")
     if corpus is None:
