@@ -598,6 +598,17 @@ def test_resuming_a_finished_run_changes_nothing(trained: Path, capsys):
     assert files_of(trained) == before
 
 
+def test_resume_takes_where_the_run_goes_on_and_refuses_what_it_trains(run_copy: Path, capsys):
+    err = one_line_error(capsys, main(["train", "--resume", str(run_copy), "--lr", "0.1", "--time-budget", "20m"]))
+    assert "--lr, --time-budget cannot be given" in err and "start a new run" in err
+    config = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
+    config["train"]["device"] = "cuda:7"  # made on a GPU machine, finished on this one
+    (run_copy / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    shutil.rmtree(run_copy / "state")  # so that it trains again
+    assert main(["train", "--resume", str(run_copy), "--device", "cpu", "--threads", "1"]) == 0
+    assert load_state(run_copy)["finished"]
+
+
 def test_a_run_killed_before_its_first_checkpoint_starts_again_on_resume(trained: Path, run_copy: Path, capsys):
     shutil.rmtree(run_copy / "state")  # config.json, tokenizer.json and vocab.json are all it had
     (run_copy / "model.safetensors").unlink()

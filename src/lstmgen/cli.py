@@ -119,6 +119,9 @@ def _duration(seconds: float) -> str:
 # ------------------------------------------------------------------------------ subcommands
 
 
+RESUME_SETTINGS = ("device", "threads")  # where a run goes on, not what it trains: --resume may change them
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from lstmgen.distributed import is_main_process, resume_command
     from lstmgen.train import TrainingInterrupted, train
@@ -129,14 +132,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise LstmgenError("--resume needs the run directory: lstmgen train --resume RUN")
         corpus = args.corpus if args.out else None
         config = None
+        given = {key: value for section in _overrides(args).values() for key, value in section.items()
+                 if value is not None}
+        fixed = sorted(f"--{key.replace('_', '-')}" for key in given if key not in RESUME_SETTINGS)
+        if fixed:
+            raise LstmgenError(f"--resume continues a run with the settings it started with, so {', '.join(fixed)} "
+                               f"cannot be given (only {', '.join('--' + k for k in RESUME_SETTINGS)}, which say "
+                               f"where it runs); to train with other settings, start a new run")
+        where = {key: value for key, value in given.items() if key in RESUME_SETTINGS}
     else:
         if args.corpus is None:
             raise LstmgenError("give the corpus to train on: lstmgen train PATH (a .txt file or a folder)")
         corpus, run = args.corpus, args.out
         config = build_config(args.preset, _overrides(args))
+        where = {}
     bar = ProgressBar()
     try:
-        run_dir = train(corpus, config, out=run, resume=args.resume, progress=bar)
+        run_dir = train(corpus, config, out=run, resume=args.resume, where=where, progress=bar)
     except TrainingInterrupted as stop:
         bar.close()
         if is_main_process():  # under torchrun every rank ends here: say it once

@@ -148,6 +148,7 @@ def train(
     *,
     out: Union[str, Path, None] = None,
     resume: bool = False,
+    where: Optional[dict[str, Any]] = None,
     cache_dir: Optional[Path] = None,
     progress: Optional[Callable[[Progress], None]] = None,
 ) -> Path:
@@ -160,6 +161,8 @@ def train(
         out: the run directory; a dated folder under runs/ when None.
         resume: continue the run in ``out`` from its saved state; on a CPU the result is
             bit-identical to a run that was never stopped. A finished run is left as it is.
+        where: with ``resume``, train settings that say where the run goes on (``device``, ``threads``)
+            and replace the saved ones.
         progress: called every few steps with a ``Progress``.
 
     Raises:
@@ -181,6 +184,8 @@ def train(
         check_run_dir(run_dir, required=(CONFIG, TOKENIZER, VOCAB))
         config, saved = read_run_config(run_dir)
         corpus = corpus or saved.get("corpus")
+        for key, value in (where or {}).items():  # device, threads: the machine it goes on on
+            setattr(config.train, key, value)
     else:
         if config is None:
             from lstmgen.config import build_config
