@@ -199,6 +199,17 @@ def test_index_file_in_gbk_with_full_width_commas_sets_the_files_and_order(tmp_p
     assert documents[0].text == "雪山飞狐正文" and documents[0].encoding == "gb18030"
 
 
+def test_a_shelf_of_folders_keeps_each_folders_index(tmp_path):
+    # 金庸/ has an index (and a file it leaves out); 古龙/ has none; 金庸/旧版/ is under the index's rule
+    for relative in ("金庸/射雕英雄传.txt", "金庸/神雕侠侣.txt", "金庸/读书笔记.txt", "金庸/旧版/射雕.txt",
+                     "古龙/多情剑客无情剑.txt", "序.txt"):
+        write(tmp_path / relative, "正文".encode())
+    write(tmp_path / "金庸" / "inf.txt", "神雕侠侣,射雕英雄传".encode())
+    write(tmp_path / "金庸" / "旧版" / "inf.txt", "射雕".encode())
+    names = [f.relative_to(tmp_path).as_posix() for f in list_corpus_files(tmp_path)]
+    assert names == ["古龙/多情剑客无情剑.txt", "序.txt", "金庸/神雕侠侣.txt", "金庸/射雕英雄传.txt"]
+
+
 def test_index_file_in_utf8_with_bom_and_one_title_per_line(tmp_path):
     for title in ("书剑恩仇录", "碧血剑"):
         write(tmp_path / f"{title}.txt", title.encode())

@@ -252,7 +252,8 @@ def list_corpus_files(path: Union[str, Path]) -> list[Path]:
 
     A file is itself (any extension; ``inf.txt`` means its index). A folder holding ``inf.txt`` is
     exactly the novels the index names, in its order; any other folder is every ``*.txt`` under it,
-    recursively, sorted by relative path.
+    recursively, sorted by relative path, where a sub-folder that holds an ``inf.txt`` stands for the
+    novels its index names (the index itself is no novel).
 
     Raises:
         LstmgenError: a missing path, a folder without .txt files, or an index naming a missing novel.
@@ -264,10 +265,15 @@ def list_corpus_files(path: Union[str, Path]) -> list[Path]:
         raise LstmgenError(f"{path}: no such file or folder")
     if (path / INDEX_FILE).is_file():
         return _read_index(path / INDEX_FILE)
-    files = [f for f in path.rglob("*") if f.suffix.lower() == ".txt" and f.is_file()]
+    indexed = sorted({index.parent for index in path.rglob(INDEX_FILE) if index.is_file()})
+    indexed = [d for d in indexed if not any(outer in d.parents for outer in indexed)]  # the outer index rules
+    shelves = [(f.relative_to(path).as_posix(), [f]) for f in path.rglob("*")
+               if f.suffix.lower() == ".txt" and f.is_file() and not any(d in f.parents for d in indexed)]
+    shelves += [(d.relative_to(path).as_posix() + "/", _read_index(d / INDEX_FILE)) for d in indexed]
+    files = [f for _, group in sorted(shelves, key=lambda shelf: shelf[0]) for f in group]
     if not files:
         raise LstmgenError(f"{path}: the folder holds no .txt files")
-    return sorted(files, key=lambda f: f.relative_to(path).as_posix())
+    return files
 
 
 def _read_bytes(file: Path) -> bytes:
