@@ -95,6 +95,26 @@ def test_binary_data_is_refused_with_the_files_name(raw):
         decode_bytes(raw, "junk.txt")
 
 
+@pytest.mark.parametrize("codec", ["utf-8", "gbk"])
+@pytest.mark.parametrize("damage", ["cut off in the last character", "a stray byte"])
+def test_a_few_bytes_that_do_not_decode_are_left_out_with_a_warning_not_an_error(codec, damage, caplog):
+    text = (SIMPLIFIED * 8).rstrip("\n")  # ends in 。, two or three bytes
+    raw = text.encode(codec)
+    between = len(text[:13].encode(codec))  # between two characters
+    raw = raw[:-1] if damage.startswith("cut") else raw[:between] + b"\xff" + raw[between:]
+    with caplog.at_level(logging.WARNING, logger="lstmgen.corpus"):
+        decoded, encoding = decode_bytes(raw, "novel.txt")
+    assert encoding == {"utf-8": "utf-8", "gbk": "gb18030"}[codec]  # not the mojibake another codec makes
+    assert "\ufffd" not in decoded
+    if damage.startswith("cut"):
+        assert decoded == text[:-1]
+    else:
+        assert decoded == text
+    line = 24 if damage.startswith("cut") else 1
+    assert f"novel.txt: read as {encoding}, leaving out 1 undecodable byte sequence (the first on line {line}:" \
+        in caplog.text
+
+
 def test_empty_bytes_decode_to_empty_text():
     assert decode_bytes(b"") == ("", "utf-8")
 
@@ -102,7 +122,7 @@ def test_empty_bytes_decode_to_empty_text():
 # --- normalisation -----------------------------------------------------------------------------
 
 def test_normalize_unifies_line_ends_trims_lines_and_drops_blank_lines():
-    raw = "\u3000\u3000第一回\u3000开篇\r\n\r\n\t 他说：“好。”\xa0 \r老僧 点头\n\n\n   \n末句"
+    raw = "\u3000\u3000第一回\u3000开篇\r\n\r\n\t 他说：“好。”\xa0 \r老僧 点头\n\n\n   \n末句\r\n\x1a"  # DOS's Ctrl-Z
     text, dropped = normalize_text(raw)
     assert text == "第一回 开篇\n他说：“好。”\n老僧 点头\n末句"
     assert dropped == 0

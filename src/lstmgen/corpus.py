@@ -45,8 +45,9 @@ _CONTROL_RE = re.compile("[\x00-\x08\x0b\x0e-\x19\x1b-\x1f\x7f]")
 _MAX_CONTROL_SHARE = 0.01
 
 # Whitespace trimmed from both ends of a line: str.isspace's set plus BOM and zero-width space, which
-# editors leave at line starts when files are glued together.
-_EDGE_CHARS = (" \t\n\r\v\f\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff"
+# editors leave at line starts when files are glued together; and Ctrl-Z, the end-of-file mark old DOS
+# editors left after the last line.
+_EDGE_CHARS = (" \t\n\r\v\f\x1a\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff"
                + "".join(map(chr, range(0x2000, 0x200C))))
 _INDEX_SEPARATORS = re.compile(r"[,，、;；\n\r]+")
 
@@ -117,6 +118,38 @@ def _try_decode_prefix(raw: bytes, encoding: str) -> Optional[str]:
         return None
 
 
+# Undecodable bytes a file may have and still be read (a cut-off download, a stray byte): at most this
+# share of its bytes, or 16; more, and it is most likely in another encoding.
+_MAX_BAD_SHARE = 1e-4
+_MAX_BAD_ALWAYS = 16
+
+
+def _decode_leniently(raw: bytes, name: str) -> tuple[str, str, str]:
+    """Decode a file no candidate decodes strictly, dropping the few byte sequences that do not decode.
+
+    The candidate is chosen on a sample: the most plausible Chinese, then the fewest errors (GB18030
+    reads UTF-8 bytes with few errors, as mojibake; UTF-8 reads GBK bytes with many). Returns
+    ``(text, encoding, doubt)``; doubt says what was dropped and where, and any doubt about the text.
+    """
+    sample = raw[:_SAMPLE_BYTES]
+    ranked = []
+    for order, candidate in enumerate(("utf-8", "gb18030", "big5")):
+        decoded = codecs.getincrementaldecoder(candidate)("replace").decode(sample, final=False)
+        score, judged = _chinese_score(decoded)
+        ranked.append((-(score if judged >= _PLAUSIBLE_MIN_IDEOGRAPHS else 0.0), decoded.count("\ufffd"), order,
+                       score, judged, candidate))
+    *_, score, judged, encoding = min(ranked)
+    text = raw.decode(encoding, errors="replace")
+    bad = text.count("\ufffd")
+    if bad > max(_MAX_BAD_ALWAYS, len(raw) * _MAX_BAD_SHARE):
+        raise _not_text(name, f"undecodable bytes: {bad} places even in the closest reading, {encoding}")
+    line = text.count("\n", 0, text.index("\ufffd")) + 1
+    note = (f"{name or 'text'}: read as {encoding}, leaving out {bad} undecodable byte sequence{'s' * (bad > 1)} "
+            f"(the first on line {line}: a cut-off download, or a stray byte?)")
+    doubt = _doubt(name, encoding, score, judged)
+    return text.replace("\ufffd", ""), encoding, note + (f". {doubt}" if doubt else "")
+
+
 def _decode(raw: bytes, name: str) -> tuple[str, str, str]:
     """``decode_bytes``'s work: ``(text, encoding, doubt)``, with doubt "" or why the text may be mojibake."""
     if not raw:
@@ -147,7 +180,7 @@ def _decode(raw: bytes, name: str) -> tuple[str, str, str]:
                 doubt = _doubt(name, encoding, score, judged)
                 break
         if text is None:
-            raise _not_text(name, "undecodable bytes")
+            text, encoding, doubt = _decode_leniently(raw, name)
     controls = len(_CONTROL_RE.findall(text))
     if controls > _MAX_CONTROL_SHARE * len(text):
         raise _not_text(name, f"{controls} control characters in {len(text)}; binary?")
