@@ -91,6 +91,19 @@ def test_a_capped_hybrid_vocabulary_keeps_every_training_character_and_the_newli
     assert set(chars.tokens) <= set(capped.tokens) and "\n" in capped
 
 
+def test_a_read_only_token_cache_costs_memory_not_the_run(tiny_corpus: Path, monkeypatch, caplog):
+    first = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char"))
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(pipeline.tempfile, "mkdtemp", read_only)  # (root ignores chmod, so this stands in)
+    with caplog.at_level(logging.WARNING, logger="lstmgen"):
+        other = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char", max_vocab=12))  # new ids
+    assert "keeping them in memory" in caplog.text
+    assert len(other.ids["train"]) == len(first.ids["train"]) and not isinstance(other.ids["train"], np.memmap)
+
+
 def test_the_vocabulary_comes_from_the_training_split_only(tmp_path: Path):
     novel = tmp_path / "novel.txt"
     novel.write_text("\n".join(["甲乙丙丁"] * 50 + ["戊己庚辛"]), encoding="utf-8")  # the last line is held out

@@ -358,7 +358,11 @@ def encode_cached(seg: Segmented, table: list[list[int]], vocab: Vocab, tokenize
         return {name: remap(seg.splits.get(name, np.zeros(0, np.int32)), table) for name in SPLITS}
     folder = seg.folder / f"ids-{key}"
     if not all((folder / f"{name}.bin").exists() for name in SPLITS):
-        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=seg.folder))
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=seg.folder))
+        except OSError as err:  # a shared, read-only cache of the segmentation: the ids are made in memory
+            logger.warning("cannot write the token ids beside %s (%s); keeping them in memory", seg.folder, err)
+            return {name: remap(seg.splits.get(name, np.zeros(0, np.int32)), table) for name in SPLITS}
         for name in SPLITS:
             remap(seg.splits.get(name, np.zeros(0, np.int32)), table, out=tmp / f"{name}.bin")
         publish(tmp, folder)
