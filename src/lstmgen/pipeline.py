@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import tempfile
@@ -79,7 +80,7 @@ OVERLAP_WARNING = 0.01  # of a held-out split's characters; the four classic nov
 
 
 def _lines(text: str, chunk: int = 1 << 24) -> Iterator[str]:
-    """The lines of ``text``, split a chunk at a time: a 1 GB file never becomes one list of lines."""
+    """The lines of ``text``, split a chunk at a time: matching adds no list of a whole file's lines."""
     start = 0
     while start < len(text):
         end = text.find("\n", start + chunk)
@@ -182,9 +183,18 @@ def segmenter_for(config: TokenizerConfig) -> tuple[Tokenizer, dict]:
     kind = "word" if config.tokenizer in ("word", "hybrid") else config.tokenizer
     base = build_tokenizer(TokenizerConfig(tokenizer=kind, user_dict=config.user_dict, workers=config.workers))
     settings = {"segmenter": kind, "backend": getattr(base, "backend", kind), "format": 2}
+    if kind == "word":  # another jieba may cut the same text into other words
+        settings["versions"] = {package: _version(package) for package in ("jieba", "rjieba")}
     if config.user_dict:
         settings["user_dict"] = Path(config.user_dict).read_bytes().decode("utf-8", "replace")
     return base, settings
+
+
+def _version(package: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def split_fingerprint(texts: dict[str, list[str]]) -> str:
