@@ -1,9 +1,11 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from lstmgen.config import ModelConfig, build_config
-from lstmgen.data import IGNORE_INDEX
+from lstmgen.data import IGNORE_INDEX, row_starts
 from lstmgen.evaluate import describe_oov, score_ids
 from lstmgen.model import LSTMLM, count_parameters
 
@@ -205,6 +207,19 @@ def test_eval_tokens_scores_the_first_n_tokens_with_their_share_of_the_character
     head = score_ids(model, ids[:400], characters=600)
     assert (part.tokens, part.characters, part.nll) == (head.tokens, head.characters, head.nll)
     assert score_ids(model, ids, characters=1500).tokens > part.tokens
+
+
+def test_bits_per_char_divide_by_the_characters_of_the_scored_tokens_only():
+    # 40 one-character tokens in rows of 3 (14 rows): the row starts have no context and are not
+    # scored. A short file scored with all 40 characters would read a third better than it is.
+    torch.manual_seed(0)
+    model = LSTMLM(ModelConfig(embed_size=8, hidden_size=16), 30)
+    ids = np.random.default_rng(2).integers(0, 30, 40).astype(np.int32)
+    score = score_ids(model, ids, characters=40, batch_size=16)
+    assert len(row_starts(40, 16)) == 14 and score.tokens == 26 and score.characters == 26
+    assert score.bits_per_char == pytest.approx(score.nll / math.log(2) / 26)
+    twice = score_ids(model, ids, characters=80, batch_size=16)  # two characters a token: twice as many
+    assert twice.characters == 52
 
 
 def test_bf16_autocast_on_the_cpu_scores_close_to_fp32():

@@ -179,12 +179,12 @@ def score_ids(
     spelling_nll = None
     if unknowns is not None:
         spelling_nll = unknowns.scored_nats(len(ids), batch_size) if len(ids) >= 2 else 0.0
-    return Score(tokens=tokens, characters=scored_characters(characters, len(ids)), nll=nll, unknown=unknown,
-                 unknown_nll=unknown_nll, spelling_nll=spelling_nll)
+    return Score(tokens=tokens, characters=scored_characters(characters, len(ids), tokens), nll=nll,
+                 unknown=unknown, unknown_nll=unknown_nll, spelling_nll=spelling_nll)
 
 
-def scored_characters(characters: int, num_tokens: int) -> int:
-    """The characters a score divides by: the first token has no context and is not scored, so its
-    characters (about 1) are dropped. Each row's first token goes unscored too; at up to 16 rows in
-    150k tokens that is left in the count."""
-    return max(1, characters - round(characters / max(num_tokens, 1)))
+def scored_characters(characters: int, num_tokens: int, scored_tokens: int) -> int:
+    """The characters a score divides by: those of the tokens it scored, in proportion. The first
+    token of every row has no context and is not scored; on a short text (40 tokens in 16 rows) that
+    is a third of them, and dividing by all the characters would understate bits per character."""
+    return max(1, round(characters * scored_tokens / max(num_tokens, 1)))
