@@ -114,6 +114,18 @@ def test_a_report_whose_runs_were_validated_once_says_how_to_get_curves(tmp_path
     assert "validated once" not in text
 
 
+def test_a_report_over_varied_training_lengths_does_not_say_every_run_saw_the_same_text(tmp_path: Path):
+    rows = results()
+    for row, epochs in zip(rows, (1, 2, 3, 4)):
+        row["epochs"] = epochs
+    meta = {"command": "lstmgen sweep c --vary seq_len=10,30,60,120 --vary epochs=1,2,3,4 --out s", "corpus": "c",
+            "preset": "tiny", "fixed": {"train": {"epochs": 5}}}
+    curves = {r["run"]: [curve(10, 3.0, 10), curve(20, 2.0, 20)] for r in rows}
+    text = write_report(tmp_path / "r.md", rows=rows, curves=curves, settings=["seq_len", "epochs"],
+                        meta=meta).read_text(encoding="utf-8")
+    assert "saw the same text" not in text and "one of the settings varied (epochs)" in text
+
+
 def test_without_matplotlib_the_report_still_has_its_table_and_claims(tmp_path: Path, monkeypatch):
     def missing(*args, **kwargs):
         raise LstmgenError("plots need matplotlib: pip install 'lstmgen[plot]'")

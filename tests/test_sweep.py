@@ -12,7 +12,9 @@ from lstmgen import sweep
 from lstmgen.cli import main
 from lstmgen.errors import LstmgenError
 from lstmgen.runs import read_metrics
-from lstmgen.sweep_plan import parse_vary
+from lstmgen.config import build_config
+from lstmgen.sweep_plan import PlannedRun, parse_vary
+from lstmgen.sweep_results import summarize_run
 
 GRID = ["--vary", "seq_len=8,16", "--vary", "hidden_size=8,16"]
 TINY = ["--preset", "tiny", "--epochs", "1", "--threads", "1", "--sample-length", "30"]
@@ -54,7 +56,10 @@ def assert_png(path: Path) -> None:
 
 def test_every_combination_is_trained_measured_and_tabled(finished: Path):
     with open(finished / "results.csv", encoding="utf-8") as f:
+        header = next(csv.reader(f))
+        f.seek(0)
         rows = list(csv.DictReader(f))
+    assert len(header) == len(set(header))  # a varied setting and a measure never share a column
     assert [r["run"] for r in rows] == RUNS
     for row in rows:
         run = finished / "runs" / row["run"]
@@ -62,6 +67,7 @@ def test_every_combination_is_trained_measured_and_tabled(finished: Path):
         assert config["train"]["seq_len"] == int(row["seq_len"])
         assert config["model"]["hidden_size"] == int(row["hidden_size"])
         assert config["train"]["epochs"] == 1.0 and config["train"]["threads"] == 1  # fixed flags reach every run
+        assert 0.9 < float(row["epochs_trained"]) <= 1.0
         test = read_metrics(run)[-1]
         assert row["status"] == "finished" and test["split"] == "test"
         assert float(row["test_bits_per_char"]) == pytest.approx(test["test_bits_per_char"])
@@ -159,6 +165,13 @@ def test_an_interrupted_run_stops_the_sweep_with_how_to_continue(copy: Path, cor
     with open(copy / "results.csv", encoding="utf-8") as f:
         statuses = [r["status"] for r in csv.DictReader(f)]
     assert statuses == ["finished", "not run", "finished", "finished"]
+
+
+def test_a_varied_epochs_stays_the_setting_beside_the_epochs_trained(finished: Path):
+    run = finished / "runs" / RUNS[0]
+    planned = PlannedRun(RUNS[0], {"epochs": 0.5}, build_config("tiny"))  # as if epochs had been varied
+    row = summarize_run(run, planned, "finished")
+    assert row["epochs"] == 0.5 and 0.9 < row["epochs_trained"] <= 1.0
 
 
 def test_varied_values_take_the_type_of_their_config_field():

@@ -315,10 +315,14 @@ COLUMNS = (  # results.csv column, table heading, format (None: as many digits a
 )
 
 
-def _regime(meta: dict, rows: Sequence[dict]) -> str:
+def _regime(meta: dict, rows: Sequence[dict], settings: Sequence[str]) -> str:
     """How long each run trained: a number of epochs, a clock budget, or whichever came first."""
     from lstmgen.config import PRESETS, parse_duration
 
+    varied = [s for s in ("epochs", "time_budget") if s in settings]
+    if varied:
+        return (f"how long each run trained is one of the settings varied ({' and '.join(varied)}), so the runs "
+                f"saw different amounts of text")
     train = meta.get("fixed", {}).get("train", {})
     epochs = float(train.get("epochs", PRESETS.get(meta.get("preset", ""), {}).get("train", {}).get("epochs", 5.0)))
     plural = "" if epochs == 1 else "s"
@@ -360,7 +364,7 @@ def write_report(path: Path, *, rows: Sequence[dict], curves: dict[str, list[dic
         f"# How {' and '.join(settings)} change{'s' if len(settings) == 1 else ''} speed, memory, gradients "
         f"and quality", "",
         "Made with:", "", f"    {meta['command']}", "",
-        f"Corpus `{meta['corpus']}`; preset `{meta['preset']}`; fixed settings: {fixed}; {_regime(meta, rows)}. "
+        f"Corpus `{meta['corpus']}`; preset `{meta['preset']}`; fixed settings: {fixed}; {_regime(meta, rows, settings)}. "
         f"Machine: {meta.get('machine', 'unknown')}. {counts['finished']} of {len(rows)} runs finished"
         + (f", {counts['failed']} failed" if counts["failed"] else "") + ".", "",
         "## What the seed claimed about longer sequences, and what the measurements say", "",
@@ -406,8 +410,8 @@ def write_report(path: Path, *, rows: Sequence[dict], curves: dict[str, list[dic
         lines.append("")
     lines += [
         "## How these numbers were measured", "",
-        "- tokens/s: training tokens over the training clock, which also runs during the periodic "
-        "validation passes; s/epoch: the training split's tokens at that speed.",
+        "- tokens/s: training tokens over the training clock, leaving out the time spent validating and "
+        "saving; s/epoch: the training split's tokens at that speed.",
         "- peak memory: each run trains in a process of its own; on a CPU the process's peak resident set "
         "(it includes Python and torch themselves), on a GPU the most CUDA memory allocated.",
         "- gradient norm: the global norm before clipping; the run's median is the step-weighted median of the "

@@ -18,7 +18,7 @@ from lstmgen.sweep_plan import PlannedRun
 GAP_TOKENS = 50_000  # train and valid tokens scored at the best weights for the generalisation gap
 SAMPLE_FILE, MEASURES_FILE, FAILED_FILE = "sample.txt", "sweep_measures.json", "sweep_failed.txt"
 RESULT_COLUMNS = (
-    "run", "status", "steps", "epochs", "tokens", "seconds", "seconds_per_epoch", "tokens_per_s",
+    "run", "status", "steps", "epochs_trained", "tokens", "seconds", "seconds_per_epoch", "tokens_per_s",
     "peak_memory_mb", "grad_norm_median", "grad_norm_p95", "clip_fraction", "best_valid_perplexity",
     "best_valid_bits_per_char", "final_train_loss", "final_valid_nll_per_token", "train_nll_per_token",
     "valid_nll_per_token", "generalisation_gap", "test_perplexity", "test_bits_per_char", "test_open_bits_per_char",
@@ -108,7 +108,7 @@ def summarize_run(run_dir: Path, planned: PlannedRun, status: str) -> dict[str, 
             row["grad_norm_p95"] = sum(r["grad_norm_p95"] * w for r, w in zip(evals, weights)) / sum(weights)
             row["clip_fraction"] = sum(r["clip_fraction"] * w for r, w in zip(evals, weights)) / sum(weights)
         last = evals[-1]
-        row.update(steps=last["step"], epochs=last["epoch"], tokens=last["tokens"], seconds=last["seconds"],
+        row.update(steps=last["step"], epochs_trained=last["epoch"], tokens=last["tokens"], seconds=last["seconds"],
                    final_train_loss=last.get("train_loss"))
         scored = [r for r in evals if "valid_nll" in r]
         if scored:
