@@ -33,6 +33,9 @@ def test_greedy_at_temperature_zero_and_seeded_sampling_repeats():
     draws = [sample_next(logp, temperature=1.0, top_k=0, top_p=1, generator=torch.Generator().manual_seed(7))
              for _ in range(2)]
     assert torch.equal(*draws)
+    for tiny in (1e-6, 1e-40):  # near greedy, not an overflow to NaN
+        assert sample_next(logp, temperature=tiny, top_k=0, top_p=1, generator=torch.Generator()).tolist() == \
+            logp.argmax(-1).tolist()
 
 
 def test_no_repeat_ngram_bans_completions_of_seen_ngrams():

@@ -1,5 +1,7 @@
 """The sampling controls writers use, checked on a model trained for real (tiny preset, once per module)."""
 
+import re
+
 import pytest
 
 from lstmgen.cli import main
@@ -162,6 +164,14 @@ def test_streamed_pieces_add_up_to_the_text(run: Run, settings: dict):
 def test_bad_settings_are_refused_with_the_flag_named(settings: dict, message: str):
     with pytest.raises(LstmgenError, match=message):
         GenerateConfig(**settings)
+
+
+def test_cli_without_a_seed_prints_the_one_it_drew_and_that_seed_writes_the_text_again(run: Run, capsys):
+    assert main(["generate", str(run.path), "--prompt", "郭靖", "--length", "40"]) == 0
+    captured = capsys.readouterr()
+    seed = re.search(r"^seed (\d+) \(--seed \1 writes this again\)$", captured.err, re.M).group(1)
+    assert main(["generate", str(run.path), "--prompt", "郭靖", "--length", "40", "--seed", seed]) == 0
+    assert capsys.readouterr().out == captured.out
 
 
 def test_cli_acrostic_and_stop_at(run: Run, capsys):

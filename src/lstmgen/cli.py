@@ -247,9 +247,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from lstmgen.runs import load_run
     from lstmgen.train import pick_device
 
+    seed = args.seed
+    if seed is None and args.temperature != 0:  # drawn here, so that it can be told: the text can be had again
+        import random
+
+        seed = random.SystemRandom().randrange(2**31)
     config = GenerateConfig(length=args.length, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                             repetition_penalty=args.repetition_penalty, no_repeat_ngram=args.no_repeat_ngram,
-                            stop_at=args.stop_at, num_samples=args.num_samples, seed=args.seed,
+                            stop_at=args.stop_at, num_samples=args.num_samples, seed=seed,
                             acrostic=args.acrostic)
     run = load_run(args.run, device=pick_device(args.device))
     prompts = args.prompt or [""]
@@ -265,9 +270,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     texts = generate(run.model, run.tokenizer, run.vocab, prompts, config, on_text=on_text if stream else None)
     if stream:
         sys.stdout.write("\n")
+        sys.stdout.flush()
     elif not args.quiet:
         for i, text in enumerate(texts):
             print(f"--- sample {i + 1} ---\n{text}")
+        sys.stdout.flush()
+    if seed != args.seed:
+        print(f"seed {seed} (--seed {seed} writes this again)", file=sys.stderr)
     if args.output:
         Path(args.output).write_text("\n\n".join(texts) + "\n", encoding="utf-8")
         print(f"written to {args.output}", file=sys.stderr)

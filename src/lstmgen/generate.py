@@ -100,7 +100,9 @@ def sample_next(log_probs: torch.Tensor, *, temperature: float, top_k: int, top_
     """One token id per row from (B, V) log-probabilities; greedy when temperature is 0."""
     if temperature == 0:
         return log_probs.argmax(dim=-1)
-    probs, ids = candidates(log_probs / temperature, top_k=top_k, top_p=top_p)
+    # relative to each row's likeliest token, so a tiny temperature gives 0 and -inf, not an overflow to NaN
+    shifted = log_probs - log_probs.max(dim=-1, keepdim=True).values
+    probs, ids = candidates(shifted / temperature, top_k=top_k, top_p=top_p)
     choice = torch.multinomial(probs, 1, generator=generator)  # (B, 1), an index into the candidates
     return ids.gather(-1, choice).squeeze(-1)
 
