@@ -1,5 +1,6 @@
 """The HTTP API and the page's files, through FastAPI's TestClient and through a real uvicorn server."""
 
+import contextlib
 import json
 import socket
 import sys
@@ -31,12 +32,18 @@ def client(trained: Path) -> TestClient:
 
 @pytest.fixture(scope="module")
 def server(trained: Path):
-    """A real uvicorn server on a free port of 127.0.0.1, in a thread; yields its base URL."""
+    with serving(create_app(trained)) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(app):
+    """A real uvicorn server for ``app`` on a free port of 127.0.0.1, in a thread; yields its base URL."""
     import uvicorn
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(trained), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -173,6 +180,30 @@ def test_a_full_queue_answers_503_busy_instead_of_waiting_longer(client: TestCli
     finally:
         desk.waiting = 0
     assert client.post("/generate", json={"length": 5}).status_code == 200
+
+
+def test_streams_queued_behind_a_busy_model_count_toward_the_503(trained: Path):
+    # Streams run on a thread pool smaller than the queue (6 threads on 2 cores): requests waiting for
+    # a thread must count as waiting too, or the queue could grow without end and never answer 503.
+    app = create_app(trained)
+    desk = app.state.desk
+    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        desk._lock.acquire()  # the model is busy writing for someone else
+        try:
+            with ThreadPoolExecutor(MAX_WAITING) as pool:
+                waiting = [pool.submit(http.post, "/generate/stream", json={"length": 5}) for _ in range(MAX_WAITING)]
+                deadline = time.monotonic() + 20
+                while http.get("/health").json()["waiting"] < MAX_WAITING and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert http.get("/health").json()["waiting"] == MAX_WAITING
+                refused = http.post("/generate/stream", json={"length": 5})
+                assert refused.status_code == 503 and "busy" in refused.json()["detail"]
+                desk._lock.release()
+                assert all(f.result().status_code == 200 for f in waiting)  # each written in turn
+        finally:
+            if desk._lock.locked():
+                desk._lock.release()
+        assert http.get("/health").json() == {"status": "ok", "generating": 0, "waiting": 0}
 
 
 def test_the_page_and_its_files_are_served_with_a_strict_policy(client: TestClient):

@@ -83,7 +83,12 @@ class ServerBusy(Exception):
 
 
 class ModelDesk:
-    """The shared model, written with by one request at a time; counts who is writing and waiting."""
+    """The shared model, written with by one request at a time; counts who is writing and waiting.
+
+    A request counts as waiting from the moment it is admitted, not from when a thread gets to it:
+    streams run on a thread pool that may be smaller than the queue, and what waits in the pool's own
+    queue must count too, or the 503 past ``MAX_WAITING`` would never come.
+    """
 
     def __init__(self, run: "Run") -> None:
         self.run = run
@@ -98,8 +103,7 @@ class ModelDesk:
         """Generate under the lock; returns the texts and the seconds spent writing (not waiting)."""
         from lstmgen.generate import generate
 
-        self._count(waiting=1)
-        with self._lock:
+        with self._lock:  # admitted before: waiting since then
             self._count(waiting=-1, generating=1)
             try:
                 if cancelled is not None and cancelled.is_set():
@@ -110,6 +114,14 @@ class ModelDesk:
                 return texts, time.perf_counter() - start
             finally:
                 self._count(generating=-1)
+
+    def admit(self) -> None:
+        """Take a request into the queue, or refuse it (``ServerBusy``) when the queue is full. Every
+        admitted request must then ``write``: that is what takes it out of the queue again."""
+        with self._count_lock:
+            if self.waiting >= MAX_WAITING:
+                raise ServerBusy(f"busy: {self.waiting} requests are waiting for the model; try again shortly")
+            self.waiting += 1
 
     def _count(self, *, waiting: int = 0, generating: int = 0) -> None:
         with self._count_lock:
@@ -206,8 +218,6 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu") -> "FastAPI
 
     def job(body: GenerateRequest) -> tuple[list[str], GenerateConfig]:
         """Request -> prompts and config, refusing (422) what generate() would refuse, before any text."""
-        if desk.waiting >= MAX_WAITING:
-            raise ServerBusy(f"busy: {desk.waiting} requests are waiting for the model; try again shortly")
         if body.prompts is not None and body.prompt:
             raise LstmgenError("give prompt or prompts, not both")
         prompts = list(body.prompts) if body.prompts is not None else [body.prompt]
@@ -220,6 +230,7 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu") -> "FastAPI
                                 no_repeat_ngram=body.no_repeat_ngram, stop_at=body.stop_at,
                                 num_samples=body.num_samples, seed=seed, acrostic=body.acrostic or None)
         check_request(prompts, config, loaded.tokenizer, loaded.vocab)
+        desk.admit()  # last: a request refused above never holds a place in the queue
         return prompts, config
 
     def row_prompts(prompts: list[str], config: GenerateConfig) -> list[str]:
@@ -296,8 +307,9 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu") -> "FastAPI
                 logger.exception("generation failed")
                 put({"event": "error", "detail": f"{type(err).__name__}: {err}"})
 
+        worker = loop.run_in_executor(None, work)  # now, not when the response starts: admitted, so it must write
+
         async def events() -> Any:
-            worker = loop.run_in_executor(None, work)
             try:
                 rows = [{"row": i, "prompt": p} for i, p in enumerate(row_prompts(prompts, config))]
                 yield _line({"event": "start", "seed": config.seed, "rows": rows})
