@@ -174,6 +174,14 @@ def test_cli_without_a_seed_prints_the_one_it_drew_and_that_seed_writes_the_text
     assert capsys.readouterr().out == captured.out
 
 
+def test_cli_warns_of_prompt_characters_the_model_never_saw(run: Run, capsys):
+    assert main(["generate", str(run.path), "--prompt", "郭靖鳯凰", "--length", "10", "--seed", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "the model never saw 鳯、凰 in training" in err and "<unk>" in err
+    assert main(["generate", str(run.path), "--prompt", "郭靖", "--length", "10", "--seed", "1"]) == 0
+    assert "never saw" not in capsys.readouterr().err
+
+
 def test_cli_acrostic_and_stop_at(run: Run, capsys):
     assert main(["generate", str(run.path), "--acrostic", "郭黄", "--length", "30", "--seed", "1"]) == 0
     lines = capsys.readouterr().out.strip().split("\n")

@@ -195,6 +195,12 @@ def encode_prompt(prompt: str, tokenizer: Tokenizer, vocab: Vocab) -> list[int]:
     return ids
 
 
+def unknown_in_prompt(prompt: str, tokenizer: Tokenizer, vocab: Vocab) -> list[str]:
+    """The prompt's tokens the vocabulary lacks, each once, in order: the model reads them as <unk>."""
+    tokens = tokenizer.tokenize(prompt.strip()) if prompt.strip() else []
+    return list(dict.fromkeys(t for t in tokens if vocab.token_to_id(t) == vocab.unk_id))
+
+
 def acrostic_heads(acrostic: Optional[str], vocab: Vocab) -> Optional[torch.Tensor]:
     """(H, V) bool: for each acrostic character, the tokens that begin with it (None without acrostic).
 
