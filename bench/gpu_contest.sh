@@ -9,7 +9,7 @@
 # wheels in .whl/ (the image has torch, numpy, safetensors, psutil, pytest) and the corpus in
 # .devdata/ (../shared does not travel). Then, with the device tool (carry [".whl", ".devdata"],
 # timeout_s 600 for the tests and two contenders):
-#   bash bench/gpu_contest.sh run "emalr6:gpu,ema_decay=0.999,lr=0.006" [more NAME:PRESET,... candidates]
+#   bash bench/gpu_contest.sh run "emalr16:gpu,ema_decay=0.999,lr=0.016" [more NAME:PRESET,... candidates]
 # NOTESTS=1 skips the tests; NOSEED=1 leaves the seed out (compare a candidate only with a seed of the
 # same call or machine: the split changes when the advert rule does); MINUTES=3. Output goes to $OUT
 # (the device tool's folder that comes back) or gpu-contest/.
