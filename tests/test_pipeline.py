@@ -55,8 +55,10 @@ def test_a_file_that_reads_as_mojibake_is_warned_of_at_every_start_not_only_the_
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="lstmgen"):
             data = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char"))
-        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "read as" in r.getMessage()]
-        assert len(warnings) == 1 and "diary.txt: read as" in warnings[0] and "convert it to UTF-8" in warnings[0], start
+        warnings = [r.getMessage() for r in caplog.records
+                    if r.levelno == logging.WARNING and "read as" in r.getMessage()]
+        assert len(warnings) == 1 and "diary.txt: read as" in warnings[0], start
+        assert "convert it to UTF-8" in warnings[0], start
         doubted = [d["name"] for d in data.documents if "doubt" in d]
         assert doubted == ["diary.txt"], start  # the run records which file, in its info.json
 

@@ -364,7 +364,8 @@ def write_report(path: Path, *, rows: Sequence[dict], curves: dict[str, list[dic
         f"# How {' and '.join(settings)} change{'s' if len(settings) == 1 else ''} speed, memory, gradients "
         f"and quality", "",
         "Made with:", "", f"    {meta['command']}", "",
-        f"Corpus `{meta['corpus']}`; preset `{meta['preset']}`; fixed settings: {fixed}; {_regime(meta, rows, settings)}. "
+        f"Corpus `{meta['corpus']}`; preset `{meta['preset']}`; fixed settings: {fixed}; "
+        f"{_regime(meta, rows, settings)}. "
         f"Machine: {meta.get('machine', 'unknown')}. {counts['finished']} of {len(rows)} runs finished"
         + (f", {counts['failed']} failed" if counts["failed"] else "") + ".", "",
         "## What the seed claimed about longer sequences, and what the measurements say", "",

@@ -184,7 +184,7 @@ def train(
         check_run_dir(run_dir, required=(CONFIG, TOKENIZER, VOCAB))
         config, saved = read_run_config(run_dir)
         corpus = corpus or saved.get("corpus")
-        for key, value in (where or {}).items():  # device, threads: the machine it goes on on
+        for key, value in (where or {}).items():  # device, threads: the machine it goes on
             setattr(config.train, key, value)
     else:
         if config is None:

@@ -92,8 +92,8 @@ class Vocab:
 
         if max_size and len(must) > max_size - 1:
             raise LstmgenError(f"a vocabulary of at most {max_size} tokens (--max-vocab) cannot hold the {len(must)} "
-                               f"this tokenizer must keep besides <unk> (the hybrid tokenizer keeps every character seen "
-                               f"in training, and the newline); allow at least {len(must) + 1}, or 0 for no limit")
+                               f"this tokenizer must keep besides <unk> (the hybrid tokenizer keeps every character "
+                               f"seen in training, and the newline); allow at least {len(must) + 1}, or 0 for no limit")
         kept = by_count((token, counter.get(token, 0)) for token in must)
         others = by_count(item for item in counter.items() if item[1] >= min_freq and item[0] not in must)
         if max_size:
