@@ -448,6 +448,24 @@ def test_nan_policy_backoff_goes_back_to_the_checkpoint_once_with_half_the_lr(sm
     assert rates[10] == rates[20] == 0.01 and rates[30] == 0.005
 
 
+def test_a_back_off_forgets_what_came_after_the_checkpoint(small_corpus, tmp_path, monkeypatch, capsys):
+    # Validated every 2 steps, saved every 10: the steps 21-24 of the path given up wrote metrics and
+    # maybe best weights; the run goes on from step 20 as if they had never been.
+    faulty_forward(monkeypatch, lambda n: n == 23)
+    run = tmp_path / "run"
+    args = ["train", str(small_corpus), "--out", str(run), "--preset", "tiny", "--epochs", "0.5", "--schedule",
+            "constant", "--save-every", "10", "--eval-every", "2", "--threads", "1", "--nan-policy", "backoff"]
+    assert main(args) == 0
+    assert "back to the checkpoint of step 20" in capsys.readouterr().err
+    steps = [r["step"] for r in read_metrics(run) if r.get("split") != "test"]
+    assert steps == sorted(set(steps))  # each step once, in order: the given-up records are gone
+    best = min((r for r in read_metrics(run) if "valid_nll" in r), key=lambda r: r["valid_nll"])
+    rates = {r["step"]: r["lr"] for r in read_metrics(run) if "lr" in r}
+    assert rates[22] == 0.005 and rates[20] == 0.01  # step 22 is the replay's, at half the rate
+    assert main(["eval", str(run), "--split", "valid", "--json"]) == 0  # the weights kept are the best's
+    assert json.loads(capsys.readouterr().out)["perplexity"] == pytest.approx(best["valid_perplexity"], rel=1e-6)
+
+
 def test_a_nan_in_the_last_steps_before_the_time_budget_ends_is_caught(small_corpus, tmp_path, monkeypatch, capsys):
     # Slow steps, NaN from the third on, and nothing due before the 1.5 s budget ends: only the check
     # at the budget's end can see the NaN (it once ended the run with exit 0 and NaN weights).

@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # bump when a run written by this version can no longer be read by older code
 CONFIG, TOKENIZER, VOCAB, WEIGHTS, METRICS = "config.json", "tokenizer.json", "vocab.json", "model.safetensors", "metrics.jsonl"
 STATE_DIR, STATE_FILE = "state", "checkpoint.pt"
+BEST_KEPT = "best.safetensors"  # the best weights as of the last checkpoint: what a NaN back-off restores
 INTERRUPTED_FILE = "interrupted.pt"  # where Ctrl-C saves between save points; checkpoint.pt stays the last good one
 TMP_SUFFIX = ".tmp"
 # atomic_write's private folders, ".NAME.<12 hex digits>.tmp" (older versions wrote files so named)
@@ -89,6 +90,19 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def keep_as(src: PathLike, dst: PathLike) -> None:
+    """Make ``dst`` the file ``src`` is now, atomically: a hard link where the filesystem has them (free,
+    as lstmgen replaces its files and never writes into them), else a copy."""
+    def write(tmp: Path) -> None:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+    atomic_write(dst, write)
 
 
 def remove_stale_temporaries(run_dir: PathLike) -> int:

@@ -31,8 +31,9 @@ from lstmgen.model import LSTMLM, count_parameters
 from lstmgen.optim import WeightAverage, lr_factor, make_optimizer
 from lstmgen.pipeline import prepare
 from lstmgen.runs import (
-    CONFIG, INTERRUPTED_FILE, METRICS, STATE_DIR, STATE_FILE, TOKENIZER, VOCAB, WEIGHTS, RunLock, _read_json,
-    append_jsonl, check_run_dir, describe_error, load_latest_state, load_state, load_weights, read_metrics,
+    BEST_KEPT, CONFIG, INTERRUPTED_FILE, METRICS, STATE_DIR, STATE_FILE, TOKENIZER, VOCAB, WEIGHTS, RunLock,
+    _read_json, append_jsonl, check_run_dir, describe_error, keep_as, load_latest_state, load_state, load_weights,
+    read_metrics,
     read_run_config, read_tokenizer_and_vocab, remove_state, remove_stale_temporaries, save_state, save_weights,
     write_jsonl, write_run_files,
 )
@@ -393,6 +394,8 @@ class _Trainer:
         }, name=name)
         if name == STATE_FILE:  # a newer checkpoint supersedes what an interruption saved
             remove_state(self.run_dir, name=INTERRUPTED_FILE)
+            if (self.run_dir / WEIGHTS).exists():  # the best weights that go with this state's best_valid
+                keep_as(self.run_dir / WEIGHTS, self.run_dir / STATE_DIR / BEST_KEPT)
 
     def record_eval(self) -> Optional[Score]:
         """Validate, append a metrics record and keep the weights when they are the best so far."""
@@ -586,6 +589,16 @@ class _Trainer:
                                 f"Train again with {advice}")
         hidden = self.restore(saved)
         loop.backoffs += 1
+        kept = run_dir / STATE_DIR / BEST_KEPT
+        if not dist_utils.rank_zero_decides(self.rank == 0 and kept.exists()):
+            loop.best_valid = float("inf")  # the best weights of the checkpoint's time are unknown: the next sets them
+        if self.rank == 0:  # the run goes on from the checkpoint as if nothing after it had happened
+            if kept.exists():
+                keep_as(kept, run_dir / WEIGHTS)
+            else:  # no validation before the checkpoint: the next one writes the best weights
+                (run_dir / WEIGHTS).unlink(missing_ok=True)
+            _truncate_metrics(run_dir, loop.step)
+            remove_state(run_dir, name=INTERRUPTED_FILE)
         logger.warning("non-finite loss by step %d: back to the checkpoint of step %d with the learning rate halved",
                        step, loop.step)
         return hidden
