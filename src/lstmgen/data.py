@@ -57,7 +57,7 @@ def cache_key(fingerprint: str, settings: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-CHUNK_CHARS = 1 << 22  # text segmented per call: bounds memory for corpora of any size
+CHUNK_CHARS = 1 << 22  # text segmented per call: bounds the segmenter's memory, not the text's
 CHUNK_TOKENS = 1 << 24  # ids mapped per numpy call
 
 
@@ -119,8 +119,9 @@ def segment_texts(texts: dict[str, list[str]], tokenize_many: Any, folder: Path,
     """Segment every split into ``folder`` (types.json + one int32 .bin per split), chunk by chunk.
 
     Args:
-        tokenize_many: the tokenizer's ``tokenize_many``; text is cut only at newlines, which every
-            tokenizer turns into a "\n" token, so chunking changes nothing in the result.
+        tokenize_many: the tokenizer's ``tokenize_many``; text is cut at newlines, which every
+            tokenizer turns into a "\n" token, so chunking changes nothing in the result; only a line of
+            more than ``CHUNK_CHARS`` (4M) characters is cut inside, where a word may be split in two.
         characters: every character is a token (the char tokenizer): take the vectorised path.
     """
     writer = SegmentWriter(folder)
