@@ -396,6 +396,8 @@ class _Trainer:
             remove_state(self.run_dir, name=INTERRUPTED_FILE)
             if (self.run_dir / WEIGHTS).exists():  # the best weights that go with this state's best_valid
                 keep_as(self.run_dir / WEIGHTS, self.run_dir / STATE_DIR / BEST_KEPT)
+            else:
+                remove_state(self.run_dir, name=BEST_KEPT)
 
     def record_eval(self) -> Optional[Score]:
         """Validate, append a metrics record and keep the weights when they are the best so far."""
