@@ -298,10 +298,10 @@ def list_corpus_files(path: Union[str, Path]) -> list[Path]:
         raise LstmgenError(f"{path}: no such file or folder")
     if (path / INDEX_FILE).is_file():
         return _read_index(path / INDEX_FILE)
-    indexed = sorted({index.parent for index in path.rglob(INDEX_FILE) if index.is_file()})
+    found = [f for f in path.rglob("*") if f.suffix.lower() == ".txt" and f.is_file()]  # inf.txt among them
+    indexed = sorted({f.parent for f in found if f.name == INDEX_FILE})
     indexed = [d for d in indexed if not any(outer in d.parents for outer in indexed)]  # the outer index rules
-    shelves = [(f.relative_to(path).as_posix(), [f]) for f in path.rglob("*")
-               if f.suffix.lower() == ".txt" and f.is_file() and not any(d in f.parents for d in indexed)]
+    shelves = [(f.relative_to(path).as_posix(), [f]) for f in found if not any(d in f.parents for d in indexed)]
     shelves += [(d.relative_to(path).as_posix() + "/", _read_index(d / INDEX_FILE)) for d in indexed]
     files = [f for _, group in sorted(shelves, key=lambda shelf: shelf[0]) for f in group]
     if not files:

@@ -363,16 +363,19 @@ def prepare(path: Union[str, Path], data: DataConfig, tok: TokenizerConfig, *,
 
 def encode_cached(seg: Segmented, table: list[list[int]], vocab: Vocab, tokenizer: Tokenizer) -> dict[str, np.ndarray]:
     """Vocabulary ids of every split, memory-mapped from files beside the segmentation cache."""
+    def in_memory() -> dict[str, np.ndarray]:
+        return {name: remap(seg.splits.get(name, np.zeros(0, np.int32)), table) for name in SPLITS}
+
     key = hashlib.sha256(json.dumps([vocab.tokens, tokenizer.to_dict()], ensure_ascii=False).encode()).hexdigest()[:16]
     if seg.folder is None:  # an in-memory segmentation: nothing to cache next to
-        return {name: remap(seg.splits.get(name, np.zeros(0, np.int32)), table) for name in SPLITS}
+        return in_memory()
     folder = seg.folder / f"ids-{key}"
     if not all((folder / f"{name}.bin").exists() for name in SPLITS):
         try:
             tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=seg.folder))
         except OSError as err:  # a shared, read-only cache of the segmentation: the ids are made in memory
             logger.warning("cannot write the token ids beside %s (%s); keeping them in memory", seg.folder, err)
-            return {name: remap(seg.splits.get(name, np.zeros(0, np.int32)), table) for name in SPLITS}
+            return in_memory()
         for name in SPLITS:
             remap(seg.splits.get(name, np.zeros(0, np.int32)), table, out=tmp / f"{name}.bin")
         publish(tmp, folder)
