@@ -258,9 +258,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
                             acrostic=args.acrostic)
     run = load_run(args.run, device=pick_device(args.device))
     prompts = args.prompt or [""]
-    unknown = [t for p in prompts for t in unknown_in_prompt(p, run.tokenizer, run.vocab)]
+    unknown = list(dict.fromkeys(t for p in prompts for t in unknown_in_prompt(p, run.tokenizer, run.vocab)))
     if unknown:
-        print(f"warning: the model never saw {'、'.join(dict.fromkeys(unknown))} in training; it reads "
+        print(f"warning: the model never saw {'、'.join(unknown)} in training; it reads "
               f"{'them' if len(unknown) > 1 else 'it'} in the prompt as <unk>", file=sys.stderr)
     stream = len(prompts) * config.num_samples == 1 and not args.quiet
     if stream:
