@@ -141,6 +141,15 @@ def test_same_seed_same_text_and_the_global_rng_is_left_alone(run: Run):
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_a_samples_text_does_not_depend_on_what_else_is_in_the_batch(run: Run):
+    alone = write(run, ["郭靖"], length=60, seed=5)
+    three = write(run, ["郭靖"], length=60, seed=5, num_samples=3)
+    beside_others = write(run, ["黄蓉", "郭靖"], length=60, seed=5, num_samples=3)
+    assert three[0] == alone[0] and beside_others[3:] == three
+    assert len(set(three)) == 3  # and the samples differ from one another
+    assert write(run, ["郭靖"], length=60, seed=6, num_samples=2)[0] != three[1]  # seed 5's second is not 6's first
+
+
 @pytest.mark.parametrize("settings", [
     {"length": 40},
     {"length": 30, "stop_at": "sentence"},

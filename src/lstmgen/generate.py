@@ -18,8 +18,9 @@ import math
 import random
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 from lstmgen.errors import LstmgenError
@@ -96,15 +97,30 @@ def candidates(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -> t
 
 
 def sample_next(log_probs: torch.Tensor, *, temperature: float, top_k: int, top_p: float,
-                generator: torch.Generator) -> torch.Tensor:
-    """One token id per row from (B, V) log-probabilities; greedy when temperature is 0."""
+                generator: Union[torch.Generator, Sequence[torch.Generator]]) -> torch.Tensor:
+    """One token id per row from (B, V) log-probabilities; greedy when temperature is 0.
+
+    ``generator``: one for all rows, or one per row (then a row's draws depend on nothing but its own).
+    """
     if temperature == 0:
         return log_probs.argmax(dim=-1)
     # relative to each row's likeliest token, so a tiny temperature gives 0 and -inf, not an overflow to NaN
     shifted = log_probs - log_probs.max(dim=-1, keepdim=True).values
     probs, ids = candidates(shifted / temperature, top_k=top_k, top_p=top_p)
-    choice = torch.multinomial(probs, 1, generator=generator)  # (B, 1), an index into the candidates
+    if isinstance(generator, torch.Generator):
+        choice = torch.multinomial(probs, 1, generator=generator)  # (B, 1), an index into the candidates
+    else:
+        choice = torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, generator)]).unsqueeze(1)
     return ids.gather(-1, choice).squeeze(-1)
+
+
+def row_generators(seed: int, num_prompts: int, num_samples: int) -> list[torch.Generator]:
+    """One generator per row, seeded by the sample's number alone: sample j of a prompt is the same
+    text whatever else is in the batch (other prompts, more samples); sample 0 draws from ``seed``
+    itself, the others from ``seed`` and j mixed (so that seed s's sample 1 is not seed s+1's sample 0)."""
+    seeds = [seed] + [int(np.random.SeedSequence([seed, j]).generate_state(1, np.uint64)[0] >> 1)
+                      for j in range(1, num_samples)]
+    return [torch.Generator().manual_seed(seeds[j]) for _ in range(num_prompts) for j in range(num_samples)]
 
 
 class _NgramIndex:
@@ -313,9 +329,9 @@ def generate(
 def _generate(model: LSTMLM, tokenizer: Tokenizer, vocab: Vocab, prompts: Sequence[str], config: GenerateConfig,
               device: torch.device, on_text: Optional[Callable[[int, str], None]]) -> list[str]:
     model.eval()
-    generator = torch.Generator()
     # a fresh seed from the OS, not torch.seed(): that would reseed the global RNG as a side effect
-    generator.manual_seed(config.seed if config.seed is not None else random.SystemRandom().randrange(2**63))
+    seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**63)
+    generators = row_generators(seed, len(prompts), config.num_samples)
     heads = acrostic_heads(config.acrostic, vocab)  # (H, V) or None
     lines = len(heads) if heads is not None else 0
     budget = max(config.length // lines, 1) if lines else config.length
@@ -345,7 +361,7 @@ def _generate(model: LSTMLM, tokenizer: Tokenizer, vocab: Vocab, prompts: Sequen
         seen[i, row.history] = True
 
     with _one_token_lstm(device):
-        _sample_loop(model, vocab, config, rows, h, c, logp, seen, heads, generator, device, on_text)
+        _sample_loop(model, vocab, config, rows, h, c, logp, seen, heads, generators, device, on_text)
     return [row.writer.text for row in rows]
 
 
@@ -367,7 +383,7 @@ def _one_token_lstm(device: torch.device) -> Iterator[None]:
 
 def _sample_loop(model: LSTMLM, vocab: Vocab, config: GenerateConfig, rows: list["_Row"], h: torch.Tensor,
                  c: torch.Tensor, logp: torch.Tensor, seen: torch.Tensor, heads: Optional[torch.Tensor],
-                 generator: torch.Generator, device: torch.device,
+                 generators: list[torch.Generator], device: torch.device,
                  on_text: Optional[Callable[[int, str], None]]) -> None:
     """Sample a token for every row, write it, feed it back; until every row is done."""
     unk = vocab.unk_id
@@ -390,7 +406,7 @@ def _sample_loop(model: LSTMLM, vocab: Vocab, config: GenerateConfig, rows: list
                 if not torch.isinf(kept).all():  # when every token is banned, a repeat beats no text
                     logp[i] = kept
         next_ids = sample_next(logp, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-                               generator=generator)
+                               generator=generators)
         for i, row in enumerate(rows):
             if row.done:
                 continue
