@@ -154,6 +154,9 @@ def test_plot_draws_learning_curves_of_several_runs_side_by_side(tmp_path: Path,
     assert out.read_bytes()[:8] == PNG_SIGNATURE
     height, width = imread(out).shape[:2]
     assert width > 2 * height  # three panels side by side
+    assert main(["plot", str(a), "--out", str(tmp_path / "bare")]) == 0  # no extension: a .png, named so
+    assert str(tmp_path / "bare.png") in capsys.readouterr().out
+    assert (tmp_path / "bare.png").read_bytes()[:8] == PNG_SIGNATURE
 
 
 @pytest.mark.parametrize("make, message", [

@@ -226,6 +226,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from lstmgen.quality import sample_quality
 
         result.update(sample_quality(run, num_samples=args.samples, length=args.sample_length, seed=args.seed))
+        if "sample_longest_copy" not in result:
+            print(f"note: the run's corpus {run.info.get('corpus')!r} is not on this machine, so what the samples "
+                  f"copy from the training text is not measured", file=sys.stderr)
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=1))
     else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 
 def distinct_n(tokens: Sequence[str], n: int) -> float:
@@ -31,30 +31,32 @@ def longest_copy(text: str, source: str) -> str:
     return text[best_start:best_start + best_len]
 
 
-def text_quality(texts: Sequence[str], tokenizer: Any, source: str = "") -> dict[str, Any]:
-    """Mean distinct-1/2 (over tokens), repetition rate, and the longest verbatim copy from ``source``."""
+def text_quality(texts: Sequence[str], tokenizer: Any, source: Optional[str] = None) -> dict[str, Any]:
+    """Mean distinct-1/2 (over tokens) and repetition rate; with a ``source``, also the longest
+    passage copied verbatim from it (left out without one: not measured is not "copies nothing")."""
     token_lists = [tokenizer.tokenize(t) for t in texts]
-    copies = [longest_copy(t, source) for t in texts] if source else []
-    longest = max(copies, key=len) if copies else ""
     count = max(len(texts), 1)
-    return {
+    result: dict[str, Any] = {
         "sample_distinct_1": sum(distinct_n(t, 1) for t in token_lists) / count,
         "sample_distinct_2": sum(distinct_n(t, 2) for t in token_lists) / count,
         "sample_repetition_rate": sum(repetition_rate(t) for t in texts) / count,
-        "sample_longest_copy_chars": len(longest),
-        "sample_longest_copy": longest,
     }
+    if source is not None:
+        longest = max((longest_copy(t, source) for t in texts), key=len, default="")
+        result.update(sample_longest_copy_chars=len(longest), sample_longest_copy=longest)
+    return result
 
 
 def sample_quality(run: Any, *, num_samples: int, length: int = 200, seed: int = 1) -> dict[str, Any]:
-    """Generate ``num_samples`` texts with a loaded run and measure them against its training text."""
+    """Generate ``num_samples`` texts with a loaded run and measure them against its training text
+    (when the run's corpus is on this machine)."""
     from lstmgen.generate import GenerateConfig, generate
     from lstmgen.pipeline import split_corpus
 
     texts = generate(run.model, run.tokenizer, run.vocab, [""],
                      GenerateConfig(length=length, num_samples=num_samples, seed=seed))
-    source = ""
+    source = None
     corpus = run.info.get("corpus")
     if corpus and Path(corpus).exists():
-        source = "\n".join(split_corpus(corpus, run.config.data)[0]["train"])
+        source = "\n".join(split_corpus(corpus, run.config.data, quiet=True)[0]["train"])
     return text_quality(texts, run.tokenizer, source)

@@ -49,6 +49,10 @@ def _figure(columns: int = 1, width: float = 6.0, height: float = 4.0) -> tuple[
 
 
 def _save(figure: Any, path: Path) -> Path:
+    """Write the figure to ``path`` (``.png`` added when it has no extension, as matplotlib would) and
+    return the path of the file actually written."""
+    if not path.suffix:
+        path = path.with_suffix(".png")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     return path
