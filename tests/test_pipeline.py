@@ -91,9 +91,12 @@ def test_lines_split_a_chunk_at_a_time_are_the_lines():
 def test_a_capped_hybrid_vocabulary_keeps_every_training_character_and_the_newline(tiny_corpus: Path):
     chars = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char")).vocab
     capped = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="hybrid", hybrid_min_count=5,
-                                                                   max_vocab=len(chars) + 3)).vocab
-    assert len(capped) == len(chars) + 3  # <unk>, the newline, every character and the three commonest words
-    assert set(chars.tokens) <= set(capped.tokens) and "\n" in capped
+                                                                   max_vocab=len(chars) + 3))
+    assert len(capped.vocab) == len(chars) + 3  # <unk>, the newline, every character and the three commonest words
+    assert set(chars.tokens) <= set(capped.vocab.tokens) and "\n" in capped.vocab
+    # the words the cap left out are spelled out, as rarer ones are: not one training token is <unk>
+    assert capped.tokenizer.kept_words <= set(capped.vocab.tokens)
+    assert 0 not in capped.ids["train"].tolist() and 0 not in capped.ids["test"].tolist()
 
 
 def test_a_read_only_token_cache_costs_memory_not_the_run(tiny_corpus: Path, monkeypatch, caplog):

@@ -22,7 +22,7 @@ from lstmgen.data import (Segmented, cache_key, default_cache_dir, load_segmente
 from lstmgen.errors import LstmgenError
 from lstmgen.runs import write_json
 from lstmgen.spelling import Speller, Unknowns
-from lstmgen.tokenizers import Tokenizer, build_tokenizer
+from lstmgen.tokenizers import HybridTokenizer, Tokenizer, WordTokenizer, build_tokenizer, load_user_words
 from lstmgen.vocab import Vocab
 
 logger = logging.getLogger(__name__)
@@ -303,6 +303,12 @@ def fit_vocab(seg: Segmented, tokenizer: Tokenizer, config: TokenizerConfig) -> 
                 counts[token] = counts.get(token, 0) + int(count)
     vocab = Vocab.from_counts(counts, min_freq=config.min_freq, max_size=config.max_vocab,
                               required=tokenizer.required_tokens())
+    if isinstance(tokenizer, HybridTokenizer) and tokenizer.kept_words:
+        # words --max-vocab or --min-freq left out are spelled out like rarer ones, never read as <unk>
+        cut = {word for word in tokenizer.kept_words if word not in vocab}
+        if cut:
+            tokenizer.kept_words = tokenizer.kept_words - cut
+            expansions = expand_types(seg.types, tokenizer)
     return vocab, expansions
 
 
