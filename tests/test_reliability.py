@@ -422,6 +422,31 @@ NAN_ARGS = ["--preset", "tiny", "--epochs", "0.5", "--schedule", "constant", "--
             "--eval-every", "10", "--threads", "1"]
 
 
+def test_a_run_stopped_under_a_gpus_autocast_resumes_on_a_cpu(small_corpus, tmp_path, monkeypatch):
+    # On CUDA, autocast makes the LSTM hand back its carried (h, c) in bf16; a CPU's LSTM refuses an
+    # fp32 input with a bf16 state. Stand in for the GPU: the same forward, its state returned in bf16,
+    # and Ctrl-C at the 12th step.
+    original, calls = LSTMLM.forward, [0]
+
+    def forward(self, inputs, targets, state=None):
+        calls[0] += 1
+        if calls[0] == 12:
+            os.kill(os.getpid(), signal.SIGINT)
+        state = None if state is None else tuple(part.float() for part in state)
+        loss, (h, c) = original(self, inputs, targets, state)
+        return loss, (h.bfloat16(), c.bfloat16())
+
+    monkeypatch.setattr(LSTMLM, "forward", forward)
+    run = tmp_path / "run"
+    assert main(["train", str(small_corpus), "--out", str(run), *NAN_ARGS]) == 130
+    saved = load_latest_state(run)
+    assert saved is not None and saved["step"] > 0 and "hidden" in saved
+    assert all(part.dtype == torch.float32 for part in saved["hidden"])
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(run)]) == 0
+    assert read_metrics(run)[-1]["split"] == "test"
+
+
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(small_corpus, tmp_path, monkeypatch, capsys):
     faulty_forward(monkeypatch, lambda n: n >= 23)  # from step 23 on; noticed at the save point 25
     run = tmp_path / "run"

@@ -242,6 +242,8 @@ def gather_rows(state: Optional[State]) -> Optional[State]:
 
 
 def own_rows(state: State, *, rank: int, batch_size: int, device: torch.device) -> State:
-    """This rank's rows of a state saved by ``gather_rows``: (num_layers, B, hidden_size) each."""
+    """This rank's rows of a state saved by ``gather_rows``: (num_layers, B, hidden_size) each, in fp32
+    (the model's own precision; a state saved under a GPU's autocast by an older lstmgen was bf16)."""
     rows = slice(rank * batch_size, (rank + 1) * batch_size)
-    return state[0][:, rows].contiguous().to(device), state[1][:, rows].contiguous().to(device)
+    h, c = (part[:, rows].contiguous().to(device=device, dtype=torch.float32) for part in state)
+    return h, c

@@ -390,7 +390,9 @@ class _Trainer:
             "grad_norms": torch.tensor(loop.grad_norms, dtype=torch.float64), "clipped": loop.clipped,
             **({"average": self.average.state_dict()} if self.average is not None else {}),
             **_rng_states(self.device),
-            **({"hidden": (rows[0].detach().cpu(), rows[1].detach().cpu())} if rows is not None else {}),
+            # in fp32: under a GPU's autocast the LSTM hands back bf16 states, which a CPU resume cannot take
+            **({"hidden": (rows[0].detach().float().cpu(), rows[1].detach().float().cpu())} if rows is not None
+               else {}),
         }, name=name)
         if name == STATE_FILE:  # a newer checkpoint supersedes what an interruption saved
             remove_state(self.run_dir, name=INTERRUPTED_FILE)
