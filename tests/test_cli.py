@@ -140,6 +140,7 @@ def test_save_then_load_gives_identical_logits(trained: Path):
     (["train", "{corpus}", "--tokenizer", "bpe"], "--tokenizer"),
     (["generate", "{corpus}"], "not a complete lstmgen run"),
     (["train", "{corpus}", "--test", "{corpus}/神雕.txt"], "神雕.txt is also in the training corpus"),
+    (["train", "{corpus}", "--device", "gpu"], "--device must be auto, cpu, cuda, cuda:N or mps"),
 ])
 def test_user_errors_end_with_one_clear_line_and_exit_code_2(args, message, tiny_corpus, capsys):
     code = main([a.replace("{corpus}", str(tiny_corpus)) for a in args])

@@ -217,3 +217,33 @@ def test_ranks_that_see_different_things_reach_the_same_decision():
         assert answer["name"] == "runs/20261127-213600-tiny"
         assert answer["rows"] == [0.0, 0.0, 1.0, 1.0]  # rank 0's rows, then rank 1's
         assert answer["own"] is True
+
+
+def test_under_torchrun_a_process_never_picks_a_device_its_peers_cannot_share(monkeypatch):
+    from lstmgen.errors import LstmgenError
+    from lstmgen.train import pick_device
+
+    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(LstmgenError, match="each process takes its own GPU"):
+        pick_device("cuda:0")  # every rank on GPU 0: NCCL would fail, or all would crowd one card
+    with pytest.raises(LstmgenError, match="give --device cpu"):
+        pick_device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device("auto") == torch.device("cpu")  # a Mac under torchrun: gloo cannot reach MPS
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert pick_device("auto") == torch.device("mps")  # one process: MPS is fine
+
+
+def test_when_rank_0_is_turned_away_every_rank_stops_with_it(corpus: Path, tmp_path: Path):
+    from lstmgen.runs import RunLock
+
+    run = tmp_path / "run"
+    with RunLock(run):  # another writer holds the run directory: rank 0 alone sees it
+        launch = torchrun(["train", str(corpus), "--out", str(run), *COMMON], launch_environment(tmp_path))
+        out, err = finish(launch, timeout=60)  # before: rank 1 went on to read the data, unaware
+    assert launch.returncode != 0
+    assert "another lstmgen process" in err and "rank 0 stopped before training" in err
+    assert not (run / "config.json").exists()

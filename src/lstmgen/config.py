@@ -6,6 +6,7 @@ The CLI builds one flag per field (``seq_len`` -> ``--seq-len``), so a field's c
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -136,6 +137,8 @@ class TrainConfig:
         _check(0 <= self.ema_decay < 1, "--ema-decay must be in [0, 1)")
         _check(self.threads >= 0, "--threads must be 0 or positive")
         _check(self.amp in ("auto", "bf16", "off"), "--amp must be auto, bf16 or off")
+        _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
+               f"--device must be auto, cpu, cuda, cuda:N or mps, not {self.device!r}")
         self.save_every = _steps_or_duration(self.save_every, "--save-every")
         _check(self.nan_policy in ("stop", "backoff"), "--nan-policy must be stop or backoff")
         if self.time_budget is not None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import os
 import random
 import signal
 import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -55,9 +56,19 @@ class NonFiniteLoss(LstmgenError):
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """CUDA, then Apple's MPS, then the CPU; or exactly what ``name`` says."""
+    """CUDA, then Apple's MPS (not under torchrun), then the CPU; or exactly what ``name`` says."""
+    several = dist_utils.launched() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     if name != "auto":
-        device = torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise LstmgenError(f"--device {name}: not a device; choose auto, cpu, cuda, cuda:N or mps") from None
+        if several and device.index is not None:
+            raise LstmgenError(f"--device {name}: under torchrun each process takes its own GPU (the one its "
+                               f"LOCAL_RANK names); give --device cuda, and CUDA_VISIBLE_DEVICES to choose GPUs")
+        if several and device.type == "mps":
+            raise LstmgenError(f"--device {name}: torchrun's processes cannot share an MPS device (gloo does not "
+                               f"reach it); give --device cpu")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise LstmgenError(f"--device {name}: CUDA is not available on this machine")
         if device.type == "cuda" and device.index is None:
@@ -67,7 +78,7 @@ def pick_device(name: str = "auto") -> torch.device:
         return device
     if torch.cuda.is_available():
         return dist_utils.cuda_device()
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if not several and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
 
@@ -199,10 +210,21 @@ def train(
         raise LstmgenError("no corpus given")
     tc = config.train
     lock = RunLock(run_dir) if rank == 0 else None
-    if lock is not None:
-        lock.__enter__()  # first: a second writer is turned away before it changes anything
-        remove_stale_temporaries(run_dir)  # half-written files of a killed run; we are the only writer now
     try:
+        refusal: Optional[LstmgenError] = None
+        try:
+            if tc.tensorboard:
+                open_tensorboard(None)  # missing package: said before the corpus is read, by every rank
+            if lock is not None:
+                lock.__enter__()  # first: a second writer is turned away before it changes anything
+                remove_stale_temporaries(run_dir)  # half-written files of a killed run; we are the only writer now
+        except LstmgenError as err:
+            refusal = err
+        # only rank 0 takes the lock: the others must stop with it, not wait for it in a collective
+        if dist_utils.rank_zero_decides(refusal is not None) and refusal is None:
+            refusal = LstmgenError(f"{run_dir}: rank 0 stopped before training (its message says why)")
+        if refusal is not None:
+            raise refusal
         if tc.threads:
             torch.set_num_threads(tc.threads)
         device = pick_device(tc.device)
