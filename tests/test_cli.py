@@ -1,6 +1,10 @@
 """The command line end to end, driven through main([...]) as a user would."""
 
+import io
 import json
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -125,6 +129,97 @@ def test_resume_continues_a_finished_run_without_retraining(trained: Path):
     assert (trained / "model.safetensors").read_bytes() == before
 
 
+def test_resume_refuses_a_preset_rather_than_ignoring_it(trained: Path, capsys):
+    assert main(["train", "--resume", str(trained), "--preset", "gpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--preset" in err and "start a new run" in err
+
+
+def test_a_device_name_that_is_not_one_is_one_line_not_a_traceback(trained: Path, capsys):
+    assert main(["eval", str(trained), "--device", "gpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--device gpu" in err and len(err.splitlines()) == 1
+
+
+def test_eval_refuses_to_split_a_corpus_whose_text_changed(trained: Path, tiny_corpus: Path, capsys):
+    # A novel grew after training: the cuts move, and text the run trained on would be scored as held out.
+    novel = tiny_corpus / "射雕.txt"
+    novel.write_text(novel.read_text(encoding="utf-8") + make_text(9, 20), encoding="utf-8")
+    assert main(["eval", str(trained)]) == 2
+    err = capsys.readouterr().err
+    assert "changed since" in err and "give a PATH" in err
+    assert main(["eval", str(trained), str(novel)]) == 0  # a file given by name is still scored
+
+
+def test_held_out_files_given_by_relative_path_work_from_any_folder(tiny_corpus: Path, tmp_path: Path,
+                                                                    monkeypatch, capsys):
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "test.txt").write_text(make_text(8, 5), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(tiny_corpus / "射雕.txt"), "--out", "run", *TINY, "--epochs", "1",
+                 "--test", "held/test.txt"]) == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))["data"]["test_path"]
+    assert saved == str(tmp_path / "held" / "test.txt")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)  # the same held-out file as the training run's final test
+    assert result["perplexity"] == pytest.approx(read_metrics(tmp_path / "run")[-1]["test_perplexity"], rel=1e-4)
+
+
+def test_a_word_run_needs_its_user_dictionary_no_more_once_trained(tiny_corpus: Path, tmp_path: Path,
+                                                                   monkeypatch, capsys):
+    (tmp_path / "names.txt").write_text("郭靖 nr\n黄蓉 nr\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(tiny_corpus), "--out", "run", *TINY, "--epochs", "1", "--tokenizer", "word",
+                 "--user-dict", "names.txt"]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
+    assert config["tokenizer"]["user_dict"] == str(tmp_path / "names.txt")
+    capsys.readouterr()
+    assert main(["eval", "run", "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    # edited after training (it would cut 郭靖说道 as one word, which the vocabulary lacks): not read again
+    (tmp_path / "names.txt").write_text("郭靖说道 100000 nr\n黄蓉笑道 100000 nr\n", encoding="utf-8")
+    assert main(["eval", "run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["perplexity"] == before["perplexity"]
+    (tmp_path / "names.txt").unlink()  # gone: the run's tokenizer carries its words
+    assert main(["eval", "run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["perplexity"] == before["perplexity"]
+
+
+def test_generate_refuses_an_output_folder_that_does_not_exist_before_writing(trained: Path, tmp_path: Path,
+                                                                             capsys):
+    assert main(["generate", str(trained), "--length", "20", "--output", str(tmp_path / "no" / "s.txt")]) == 2
+    captured = capsys.readouterr()
+    assert "no folder" in captured.err and captured.out == ""
+
+
+def test_a_reader_that_leaves_early_ends_generate_quietly(tiny_run_dir: Path):
+    # `lstmgen generate RUN | head`: no "Exception ignored ... BrokenPipeError", no exit code 120.
+    command = f"{sys.executable} -m lstmgen generate '{tiny_run_dir}' --length 20000 --seed 1 | head -c 10"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, timeout=120)
+    err = done.stderr.decode("utf-8", "replace")  # (stdout may end inside a character)
+    assert done.returncode == 0, err
+    assert "BrokenPipe" not in err and "Exception ignored" not in err
+
+
+def test_log_lines_on_a_terminal_get_lines_of_their_own(tiny_corpus: Path, tmp_path: Path, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["train", str(tiny_corpus), "--out", str(tmp_path / "run"), *TINY]) == 0
+    # what a terminal shows: each line as left after its last "wipe the line"
+    shown = [line.split("\r\x1b[2K")[-1] for line in terminal.getvalue().split("\n")]
+    messages = [line for line in shown if "valid" in line]
+    assert messages and not any("tok/s" in line for line in messages)  # never glued to the bar
+    assert shown[-2].startswith("[") and "tok/s" in shown[-2]  # the bar stays at the bottom, to the end
+
+
 def test_save_then_load_gives_identical_logits(trained: Path):
     a, b = load_run(trained), load_run(trained)
     x = torch.randint(0, len(a.vocab), (2, 7))
@@ -180,3 +275,5 @@ def test_tensorboard_logs_every_evaluation(tiny_corpus: Path, tmp_path: Path):
     events.Reload()
     valid = events.Scalars("valid_bits_per_char")
     assert len(valid) == len([r for r in read_metrics(run) if "valid_bits_per_char" in r]) >= 2
+    # the writer was closed: its thread has ended
+    assert not [t for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread"]

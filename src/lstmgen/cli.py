@@ -78,12 +78,45 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 class ProgressBar:
-    """One line on stderr: step, loss, perplexity, tokens/s, time left (redrawn on a terminal)."""
+    """One line on stderr: step, loss, perplexity, tokens/s, time left (redrawn on a terminal).
+
+    Used as a context manager: while it is open, a log record wipes the half-drawn line, takes a
+    line of its own and has the bar drawn again below it; on leaving, the last bar is ended with a
+    newline, whatever happened, so that an error is written below it.
+    """
+
+    live: Optional["ProgressBar"] = None  # the open bar, which log records clear before they are written
 
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.last = 0.0
+        self.drawn = False  # a line is on the terminal without its newline
+        self.line = ""  # the bar last drawn
+
+    def __enter__(self) -> "ProgressBar":
+        ProgressBar.live = self
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        ProgressBar.live = None
+        self.close()
+
+    def clear(self) -> bool:
+        """Wipe the half-drawn line, so that what is written next starts at the line's beginning;
+        whether there was one."""
+        if not self.drawn:
+            return False
+        self.stream.write("\r\x1b[2K")
+        self.stream.flush()
+        self.drawn = False
+        return True
+
+    def draw(self) -> None:
+        """Draw the last bar again (after a message took its place)."""
+        self.stream.write("\r\x1b[2K" + self.line)
+        self.stream.flush()
+        self.drawn = True
 
     def __call__(self, p: Any) -> None:
         now = time.monotonic()
@@ -99,15 +132,18 @@ class ProgressBar:
                 f"loss {p.loss:.3f} ppl {math.exp(min(p.loss, 50)):.1f} {p.tokens_per_s:,.0f} tok/s "
                 f"{_duration(p.elapsed)} elapsed, {left} left")
         if self.tty:
-            self.stream.write("\r\x1b[2K" + line)
+            self.line = line
+            self.draw()
         else:
             self.stream.write(line + "\n")
-        self.stream.flush()
+            self.stream.flush()
 
     def close(self) -> None:
-        if self.tty:
+        """End the last bar's line, which stays on the terminal."""
+        if self.drawn:
             self.stream.write("\n")
             self.stream.flush()
+            self.drawn = False
 
 
 def _duration(seconds: float) -> str:
@@ -135,6 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         given = {key: value for section in _overrides(args).values() for key, value in section.items()
                  if value is not None}
         fixed = sorted(f"--{key.replace('_', '-')}" for key in given if key not in RESUME_SETTINGS)
+        fixed += ["--preset"] if args.preset else []
         if fixed:
             raise LstmgenError(f"--resume continues a run with the settings it started with, so {', '.join(fixed)} "
                                f"cannot be given (only {', '.join('--' + k for k in RESUME_SETTINGS)}, which say "
@@ -144,18 +181,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.corpus is None:
             raise LstmgenError("give the corpus to train on: lstmgen train PATH (a .txt file or a folder)")
         corpus, run = args.corpus, args.out
-        config = build_config(args.preset, _overrides(args))
+        config = build_config(args.preset or "default", _overrides(args))
         where = {}
-    bar = ProgressBar()
     try:
-        run_dir = train(corpus, config, out=run, resume=args.resume, where=where, progress=bar)
+        with ProgressBar() as bar:
+            run_dir = train(corpus, config, out=run, resume=args.resume, where=where, progress=bar)
     except TrainingInterrupted as stop:
-        bar.close()
         if is_main_process():  # under torchrun every rank ends here: say it once
             print(f"stopped; state saved. Continue with: {resume_command(stop.run_dir)}",
                   file=sys.stderr)  # the folder quoted: run folders often have spaces
         return 128 + stop.signum
-    bar.close()
     if is_main_process():
         _print_summary(run_dir)
     return 0
@@ -212,6 +247,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not corpus or not Path(corpus).exists():
             raise LstmgenError(f"{args.run}: its corpus {corpus!r} is not on this machine; give a PATH to score")
         data = prepare(corpus, run.config.data, run.config.tokenizer, vocab=run.vocab, tokenizer=run.tokenizer)
+        trained = run.info.get("corpus_fingerprint")
+        if trained and trained != data.fingerprint:  # the cuts moved: text it trained on may now be "held out"
+            raise LstmgenError(f"{corpus}: its text changed since {args.run} was trained, so its {args.split} "
+                               f"split is no longer the text the run held out; give a PATH to score a file")
         ids, characters, what = data.ids[args.split], data.characters[args.split], f"{args.split} split of {corpus}"
         unknowns = data.unknowns(args.split)
     if len(ids) < 2:
@@ -259,6 +298,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                             repetition_penalty=args.repetition_penalty, no_repeat_ngram=args.no_repeat_ngram,
                             stop_at=args.stop_at, num_samples=args.num_samples, seed=seed,
                             acrostic=args.acrostic)
+    if args.output and not Path(args.output).parent.is_dir():  # said now, not after the text is written
+        raise LstmgenError(f"--output {args.output}: no folder {Path(args.output).parent} to write it in")
     run = load_run(args.run, device=pick_device(args.device))
     prompts = args.prompt or [""]
     unknown = list(dict.fromkeys(t for p in prompts for t in unknown_in_prompt(p, run.tokenizer, run.vocab)))
@@ -293,7 +334,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from lstmgen.demo import run_demo
 
-    return run_demo(minutes=args.minutes, out=args.out, corpus=args.corpus, progress=ProgressBar())
+    with ProgressBar() as bar:
+        return run_demo(minutes=args.minutes, out=args.out, corpus=args.corpus, progress=bar)
 
 
 # ------------------------------------------------------------------------------ parser
@@ -311,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on a corpus; writes a run directory")
     p.add_argument("corpus", nargs="?", help="a .txt file, a folder of them, or a folder with an inf.txt index")
-    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="starting settings (default: default)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="starting settings (default: default)")
     p.add_argument("--out", help="run directory (default: runs/DATE-PRESET)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (or the RUN given) exactly")
     for name, kind in SECTIONS.items():
@@ -400,6 +442,14 @@ class _StderrHandler(logging.StreamHandler):
     @property
     def stream(self):  # type: ignore[override]
         return sys.stderr
+
+    def emit(self, record: logging.LogRecord) -> None:
+        bar = ProgressBar.live
+        if bar is not None and bar.clear():  # the message above, the bar below it again
+            super().emit(record)
+            bar.draw()
+        else:
+            super().emit(record)
 
     @stream.setter
     def stream(self, value: Any) -> None:

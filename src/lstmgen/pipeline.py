@@ -174,19 +174,26 @@ def split_corpus(path: Union[str, Path], data: DataConfig, *,
     return texts, described
 
 
-def segmenter_for(config: TokenizerConfig) -> tuple[Tokenizer, dict]:
+def segmenter_for(config: TokenizerConfig, saved: Optional[Tokenizer] = None) -> tuple[Tokenizer, dict]:
     """The tokenizer whose output is cached, and the settings that key the cache.
 
     Word and hybrid share jieba's segmentation; hybrid then spells rare words out in characters,
-    which is a cheap mapping over the cached word types.
+    which is a cheap mapping over the cached word types. With a run's ``saved`` tokenizer, its own
+    user words are used: the user dictionary file is not read again (it may have moved or changed).
     """
     kind = "word" if config.tokenizer in ("word", "hybrid") else config.tokenizer
-    base = build_tokenizer(TokenizerConfig(tokenizer=kind, user_dict=config.user_dict, workers=config.workers))
-    settings = {"segmenter": kind, "backend": getattr(base, "backend", kind), "format": 2}
-    if kind == "word":  # another jieba may cut the same text into other words
-        settings["versions"] = {package: _version(package) for package in ("jieba", "rjieba")}
-    if config.user_dict:
-        settings["user_dict"] = Path(config.user_dict).read_bytes().decode("utf-8", "replace")
+    if kind != "word":
+        return build_tokenizer(TokenizerConfig(tokenizer=kind)), {"segmenter": kind, "backend": kind, "format": 2}
+    if isinstance(saved, WordTokenizer):
+        words = saved.user_words
+    else:
+        words = load_user_words(config.user_dict) if config.user_dict else []
+    base = WordTokenizer(config.user_dict, user_words=words)
+    settings = {"segmenter": kind, "backend": base.backend, "format": 2,
+                # another jieba may cut the same text into other words
+                "versions": {package: _version(package) for package in ("jieba", "rjieba")}}
+    if words:
+        settings["user_words"] = words
     return base, settings
 
 
@@ -209,9 +216,10 @@ def segment_folder(settings: dict, cache_dir: Optional[Path], fingerprint: str) 
 
 
 def segment(texts: dict[str, list[str]], config: TokenizerConfig, cache_dir: Optional[Path] = None,
-            fingerprint: Optional[str] = None) -> Segmented:
-    """Segment every split, or load the segmentation cached for this exact text and settings."""
-    base, settings = segmenter_for(config)
+            fingerprint: Optional[str] = None, saved: Optional[Tokenizer] = None) -> Segmented:
+    """Segment every split, or load the segmentation cached for this exact text and settings
+    (``saved``: a run's tokenizer, as for ``segmenter_for``)."""
+    base, settings = segmenter_for(config, saved)
     folder = segment_folder(settings, cache_dir, fingerprint or split_fingerprint(texts))
     cached = load_segmented(folder)
     if cached is not None:
@@ -324,7 +332,8 @@ def prepare(path: Union[str, Path], data: DataConfig, tok: TokenizerConfig, *,
     start = time.perf_counter()
     stat_key = files_key(path, data)
     known = read_manifest(cache_dir, stat_key)  # the files are as they were when last read:
-    seg = load_segmented(segment_folder(segmenter_for(tok)[1], cache_dir, known["fingerprint"])) if known else None
+    seg = load_segmented(segment_folder(segmenter_for(tok, tokenizer)[1], cache_dir, known["fingerprint"])) \
+        if known else None
     if seg is not None:  # ... and their segmentation is cached
         fingerprint, characters, described = known["fingerprint"], known["characters"], known["documents"]
         logger.info("%s: %d files unchanged since they were read; segmentation cached", path, len(described))
@@ -339,7 +348,7 @@ def prepare(path: Union[str, Path], data: DataConfig, tok: TokenizerConfig, *,
         overlap = held_out_in_training(texts)
         characters = {name: sum(map(len, texts[name])) + max(len(texts[name]) - 1, 0) for name in SPLITS}
         start = time.perf_counter()
-        seg = segment(texts, tok, cache_dir, fingerprint)
+        seg = segment(texts, tok, cache_dir, fingerprint, saved=tokenizer)
         del texts  # from here on only token ids are needed: a big corpus's text need not stay in memory
         seconds["segment"] = time.perf_counter() - start
         write_manifest(cache_dir, stat_key, {"fingerprint": fingerprint, "characters": characters,

@@ -203,6 +203,12 @@ def train(
             from lstmgen.config import build_config
 
             config = build_config("default")
+        # the files a run names are kept as absolute paths, like the corpus: eval and --resume work from any folder
+        config = replace(config, data=replace(
+            config.data, **{key: str(Path(value).resolve()) for key in ("valid_path", "test_path")
+                            if (value := getattr(config.data, key))}),
+            tokenizer=replace(config.tokenizer, user_dict=config.tokenizer.user_dict
+                              and str(Path(config.tokenizer.user_dict).resolve())))
         run_dir = Path(out) if out is not None else Path(dist_utils.rank_zero_text(str(default_run_dir(config.preset))))
         if (run_dir / CONFIG).exists():
             raise LstmgenError(f"{run_dir}: already holds a run; continue it with --resume or choose another --out")
@@ -292,11 +298,16 @@ class _Trainer:
         logger.info("data ready in %.1fs (%s)", time.perf_counter() - started,
                     ", ".join(f"{k} {v:.1f}s" for k, v in self.data.seconds.items()))
         self.board = open_tensorboard(self.run_dir) if self.tc.tensorboard and self.rank == 0 else None
-        self._loop()
-        # a time budget may stop between evaluations: score what was learned since the last one
-        last = read_metrics(self.run_dir)[-1:] if self.rank == 0 else []
-        if dist_utils.rank_zero_decides(not last or last[0].get("step") != self.loop.step):
-            self.record_eval()
+        try:
+            self._loop()
+            # a time budget may stop between evaluations: score what was learned since the last one
+            last = read_metrics(self.run_dir)[-1:] if self.rank == 0 else []
+            if dist_utils.rank_zero_decides(not last or last[0].get("step") != self.loop.step):
+                self.record_eval()
+        finally:  # stopped, failed or done: the event file is complete and its writer thread ends
+            if self.board is not None:
+                self.board.close()
+                self.board = None
         self.checkpoint(finished=True)
         self._final_test()
         return self.run_dir
@@ -652,13 +663,14 @@ class _Trainer:
             append_jsonl(run_dir / METRICS, record)
 
 
-def open_tensorboard(run_dir: Path) -> Any:
-    """A TensorBoard writer logging into RUN/tensorboard (``tensorboard --logdir RUN``)."""
+def open_tensorboard(run_dir: Optional[Path]) -> Any:
+    """A TensorBoard writer logging into RUN/tensorboard (``tensorboard --logdir RUN``); with None,
+    only checks that the package is there."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise LstmgenError("--tensorboard needs the tensorboard package: pip install tensorboard")
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    return None if run_dir is None else SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
 def _truncate_metrics(run_dir: Path, step: int) -> None:
