@@ -1,6 +1,7 @@
 """From a corpus folder to token ids: the cache, the vocabulary from training text only, hybrid fallback."""
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,15 @@ def test_a_cached_start_reads_no_file_until_one_changes(tiny_corpus: Path, monke
     novel.write_text(novel.read_text(encoding="utf-8") + "\n郭靖又来了。", encoding="utf-8")  # the file changed
     changed = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char"))
     assert len(reads) == 2 and changed.fingerprint != first.fingerprint
+    # replaced by text of the same size with the old time stamp put back (cp -p, rsync -t, a restore):
+    # size and modification time alone would call it unchanged
+    stat = novel.stat()
+    text = novel.read_text(encoding="utf-8")
+    novel.write_text(text.replace("郭靖", "黄蓉"), encoding="utf-8")
+    os.utime(novel, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert novel.stat().st_size == stat.st_size and novel.stat().st_mtime_ns == stat.st_mtime_ns
+    swapped = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char"))
+    assert len(reads) == 3 and swapped.fingerprint != changed.fingerprint
 
 
 def test_a_file_that_reads_as_mojibake_is_warned_of_at_every_start_not_only_the_first(tiny_corpus: Path, caplog):

@@ -254,7 +254,10 @@ def files_key(path: Union[str, Path], data: DataConfig) -> Optional[str]:
         for extra in (data.valid_path, data.test_path):
             if extra:
                 files += list_corpus_files(extra)
-        stats = [(str(f.resolve()), st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()]]
+        # the change time too: a file replaced with its old size and modification time put back
+        # (cp -p, rsync -t) still gets a new one, which no user can set
+        stats = [(str(f.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                 for f in files for st in [f.stat()]]
     except (OSError, LstmgenError):
         return None  # the full read reports what is wrong
     # the version too: another lstmgen may read the same bytes into other text
