@@ -260,7 +260,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--vary", action="append", required=True, metavar="SETTING=V1,V2,...",
                    help="a setting and its values, e.g. seq_len=10,30,60 "
                         "(repeat to vary several: every combination runs)")
-    p.add_argument("--out", required=True, help="sweep folder: runs/, results.csv, curves.csv, report.md, plots/")
+    p.add_argument("--out", required=True, help="sweep folder: runs/, results.csv, curves.csv, report.md and its plots in report/")
     p.add_argument("--report", help="write the Markdown report here instead of OUT/report.md "
                                     "(its plots go to a folder beside it with the same name)")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="starting settings (default: default)")
