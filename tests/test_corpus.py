@@ -44,6 +44,26 @@ def test_big5_traditional_text_is_read_as_big5(text):
     assert decode_bytes(raw) == (text, "big5")
 
 
+def test_big5_from_windows_with_characters_pythons_big5_lacks_is_read_as_big5():
+    # 裏 (common in traditional text) and 碁 are in Windows' Big5 (cp950), not in Python's strict
+    # "big5": one of them made the whole novel fall back to GB18030, read as mojibake.
+    text = (TRADITIONAL + "這裏有一盤圍碁。\n") * 30
+    raw = text.encode("cp950")
+    with pytest.raises(UnicodeEncodeError):
+        text.encode("big5")
+    assert decode_bytes(raw) == (text, "big5")
+
+
+def test_big5_with_a_bad_byte_pair_leaves_the_pair_out_not_the_encoding(caplog):
+    text = (TRADITIONAL + "\n") * 60
+    raw = text.encode("big5")
+    cut = raw.index("\n".encode()) + 1  # at a line's start, between characters
+    with caplog.at_level(logging.WARNING, logger="lstmgen"):
+        decoded, encoding = decode_bytes(raw[:cut] + b"\xa4\x80" + raw[cut:], "novel.txt")
+    assert encoding == "big5" and decoded.count(TRADITIONAL) == 60
+    assert "read as big5, leaving out" in caplog.text and "does not look like Chinese" not in caplog.text
+
+
 # Not "说": its two GBK bytes are also valid UTF-8 (U+02F5), and UTF-8 is tried first, as it must be.
 @pytest.mark.parametrize("text", [SIMPLIFIED, "学而时习之，不亦说乎", "这个", "的"])
 def test_gbk_simplified_text_is_read_as_gb18030(text):

@@ -100,9 +100,15 @@ def _doubt(name: str, encoding: str, score: float, judged: int) -> str:
             f"EUC-KR, ...), convert it to UTF-8")
 
 
+# The codec behind each encoding's name: Big5 files are written by Windows, whose Big5 (cp950) has
+# characters Python's strict "big5" lacks, 裏 and 碁 among them (a traditional text with one 裏 is
+# not Big5 to that codec). cp950 decodes everything "big5" does, the same way.
+_CODEC = {"big5": "cp950"}
+
+
 def _try_decode(raw: bytes, encoding: str) -> Optional[str]:
     try:
-        return raw.decode(encoding)
+        return raw.decode(_CODEC.get(encoding, encoding))
     except UnicodeDecodeError:
         return None
 
@@ -113,7 +119,7 @@ _SAMPLE_BYTES = 1 << 20
 def _try_decode_prefix(raw: bytes, encoding: str) -> Optional[str]:
     """Decode the start of a file; a character cut in two at the end of the sample is no error."""
     try:
-        return codecs.getincrementaldecoder(encoding)("strict").decode(raw, final=False)
+        return codecs.getincrementaldecoder(_CODEC.get(encoding, encoding))("strict").decode(raw, final=False)
     except (UnicodeDecodeError, LookupError):
         return None
 
@@ -134,15 +140,17 @@ def _decode_leniently(raw: bytes, name: str) -> tuple[str, str, str]:
     sample = raw[:_SAMPLE_BYTES]
     ranked = []
     for order, candidate in enumerate(("utf-8", "gb18030", "big5")):
-        decoded = codecs.getincrementaldecoder(candidate)("replace").decode(sample, final=False)
+        decoded = codecs.getincrementaldecoder(_CODEC.get(candidate, candidate))("replace").decode(sample, final=False)
         score, judged = _chinese_score(decoded)
         ranked.append((-(score if judged >= _PLAUSIBLE_MIN_IDEOGRAPHS else 0.0), decoded.count("\ufffd"), order,
                        score, judged, candidate))
     *_, score, judged, encoding = min(ranked)
-    text = raw.decode(encoding, errors="replace")
+    text = raw.decode(_CODEC.get(encoding, encoding), errors="replace")
     bad = text.count("\ufffd")
     if bad > max(_MAX_BAD_ALWAYS, len(raw) * _MAX_BAD_SHARE):
         raise _not_text(name, f"undecodable bytes: {bad} places even in the closest reading, {encoding}")
+    if not bad:
+        return text, encoding, _doubt(name, encoding, score, judged)
     line = text.count("\n", 0, text.index("\ufffd")) + 1
     note = (f"{name or 'text'}: read as {encoding}, leaving out {bad} undecodable byte sequence{'s' * (bad > 1)} "
             f"(the first on line {line}: a cut-off download, or a stray byte?)")
@@ -181,6 +189,15 @@ def _decode(raw: bytes, name: str) -> tuple[str, str, str]:
                 break
         if text is None:
             text, encoding, doubt = _decode_leniently(raw, name)
+        elif doubt:
+            # GB18030 decodes almost any bytes: a Big5 novel with one bad byte pair reads strictly only
+            # as GB18030 mojibake. A reading that looks like Chinese with a few bytes left out is better.
+            try:
+                lenient = _decode_leniently(raw, name)
+            except LstmgenError:
+                lenient = None
+            if lenient is not None and lenient[1] != encoding:
+                text, encoding, doubt = lenient
     controls = len(_CONTROL_RE.findall(text))
     if controls > _MAX_CONTROL_SHARE * len(text):
         raise _not_text(name, f"{controls} control characters in {len(text)}; binary?")
