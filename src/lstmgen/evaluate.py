@@ -118,20 +118,23 @@ def nll_sums(
     was_training = model.training
     model.eval()
     state = None
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    count = torch.zeros((), dtype=torch.int64, device=device)
-    unknown = torch.zeros((), dtype=torch.int64, device=device)
-    unknown_nll = torch.zeros((), dtype=torch.float64, device=device)
+    # Sums in float64 where they are computed; Apple's MPS has no float64, so there each window's
+    # float32 sums are added up on the CPU (a wait per window, which only MPS pays).
+    wide, sums_on = (torch.float32, torch.device("cpu")) if device.type == "mps" else (torch.float64, device)
+    total = torch.zeros((), dtype=torch.float64, device=sums_on)
+    count = torch.zeros((), dtype=torch.int64, device=sums_on)
+    unknown = torch.zeros((), dtype=torch.int64, device=sums_on)
+    unknown_nll = torch.zeros((), dtype=torch.float64, device=sums_on)
     for index in range(-(-(grid.shape[1] - 1) // seq_len)):
         inputs, targets = get_window(grid, index, seq_len, device)
         with autocast_context(device, amp):
             features, state = model.features(inputs, state)
-            nll = model.nll(features, targets, reduction="none").double()  # (B*T,), 0 where skipped
+            nll = model.nll(features, targets, reduction="none").to(wide)  # (B*T,), 0 where skipped
         is_unknown = targets.reshape(-1) == 0
-        total += nll.sum()
-        unknown_nll += torch.where(is_unknown, nll, 0.0).sum()
-        count += (targets >= 0).sum()
-        unknown += is_unknown.sum()
+        total += nll.sum().to(sums_on).double()
+        unknown_nll += torch.where(is_unknown, nll, 0.0).sum().to(sums_on).double()
+        count += (targets >= 0).sum().to(sums_on)
+        unknown += is_unknown.sum().to(sums_on)
     model.train(was_training)
     return float(total), int(count), int(unknown), float(unknown_nll)
 
