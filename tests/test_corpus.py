@@ -168,9 +168,11 @@ def test_a_web_pages_navigation_is_dropped_but_story_lines_with_its_words_are_ke
     # As a novel saved from a web page has it, between two chapters.
     navigation = ["首页|原创书库|武侠|名著|排行|论坛", "本站招收管理员，欢迎报名，点此察看详情！", "后一页", "前一页",
                   "回目录", "回首页", "上一章", "下一页"]
-    navigation += ["本书由书香门第整理制作", "更多精彩小说尽在某某网"]
+    navigation += ["本书由书香门第整理制作", "更多精彩小说尽在某某网", "记住本站网址biquge.com笔趣阁",
+                   "手机阅读请访问m.example.net", "本书来自某某书屋", "网友某某整理制作"]
     story = ["第三十八回", "宝玉翻到后一页，又回到首页看了一遍。", "他把目录放下。", "本书由此开始讲一个故事。",
-             "他笑道：更多精彩的还在后面呢。"]
+             "他笑道：更多精彩的还在后面呢。", "他掏出手机阅读短信。", "这份报告是他连夜整理制作的。",
+             "本书来自他父亲的书房。", "更多精彩的故事，请听下回分解。"]
     text, dropped = normalize_text("\n".join([story[0], *navigation, *story[1:]]))
     assert text.split("\n") == story and dropped == len(navigation)
 

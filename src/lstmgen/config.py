@@ -14,10 +14,13 @@ from lstmgen.errors import LstmgenError
 
 # A line that is nothing but a download site's notice, a URL or a web page's navigation (a menu of
 # "首页|...|..." links, "点此察看详情", or a line that is only "后一页", "回目录", ...): dropped.
+# Phrases that also occur in stories (本书来自, 整理制作, 手机阅读) count only beside a site's words; a
+# domain counts before a non-letter, Chinese included ("biquge.com笔趣阁").
 DEFAULT_ADVERT_PATTERN = (
-    r"(https?://|www\.|\.com\b|\.net\b|\.org\b|\.cn\b"
-    r"|txt(小说)?下载|免费(txt)?小说|电子书下载|更多精彩.{0,12}(小说|尽在|请|访问|下载|关注|阅读)|本书来自"
-    r"|本书由.{0,20}(整理|制作|提供|收集|上传|首发|网友)|整理制作|手机阅读"
+    r"(https?://|www\.|\.(com|net|org|cn)(?![A-Za-z0-9])"
+    r"|txt(小说)?下载|免费(txt)?小说|电子书下载|更多精彩.{0,12}(小说|尽在|访问|下载|关注|阅读)"
+    r"|本书来自.{0,20}(网|站|书屋|下载|txt|论坛)|(网友|书友|论坛|本站).{0,12}整理制作"
+    r"|本书由.{0,20}(整理|制作|提供|收集|上传|首发|网友)|手机(阅读|用户|版).{0,8}(请|访问|网址|登录|wap)"
     r"|首页\s*\||点此(察看|查看|下载|阅读)|^(回?首页|回?目录|[上下前后]一[页章]|返回(首页|目录|书页))$)"
 )
 
