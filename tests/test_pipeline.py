@@ -141,3 +141,17 @@ def test_word_and_hybrid_vocabularies_on_the_same_cached_words(tiny_corpus: Path
         # every character of the training text is a token, so a prompt with a new name still encodes
         assert 0 not in data.vocab.encode(data.tokenizer.tokenize("郭黄欧阳"))
         assert "<unk>" not in text
+
+
+def test_an_interrupted_segmentation_leaves_nothing_in_the_cache(tiny_corpus: Path, private_cache: Path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C in the middle of a long jieba pass
+
+    original = pipeline.segment_texts
+    monkeypatch.setattr(pipeline, "segment_texts", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char"))
+    assert not list((private_cache / "tokens").iterdir())  # no half-written folder that nothing would read
+    monkeypatch.setattr(pipeline, "segment_texts", original)
+    data = prepare(tiny_corpus, DataConfig(), TokenizerConfig(tokenizer="char"))
+    assert len(data.ids["train"]) > 0

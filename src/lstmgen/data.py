@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -188,6 +188,19 @@ def load_segmented(folder: Path) -> Optional[Segmented]:
     if not splits:
         return None
     return Segmented(types=types, splits=splits, folder=folder)
+
+
+def build_and_publish(tmp: Path, folder: Path, build: Callable[[Path], None]) -> None:
+    """Fill the temporary folder ``tmp`` with ``build``, then publish it as ``folder``. An interrupted
+    build (Ctrl-C in a long segmentation, a full disk) removes ``tmp``: nothing would ever read it."""
+    try:
+        build(tmp)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish(tmp, folder)
 
 
 def publish(tmp: Path, folder: Path) -> None:

@@ -17,8 +17,8 @@ import numpy as np
 from lstmgen import __version__
 from lstmgen.config import DataConfig, TokenizerConfig
 from lstmgen.corpus import corpus_fingerprint, list_corpus_files, read_corpus, split_documents
-from lstmgen.data import (Segmented, cache_key, default_cache_dir, load_segmented, open_ids, publish, remap,
-                          segment_texts)
+from lstmgen.data import (Segmented, build_and_publish, cache_key, default_cache_dir, load_segmented, open_ids,
+                          remap, segment_texts)
 from lstmgen.errors import LstmgenError
 from lstmgen.runs import write_json
 from lstmgen.spelling import Speller, Unknowns
@@ -231,8 +231,8 @@ def segment(texts: dict[str, list[str]], config: TokenizerConfig, cache_dir: Opt
         tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     except OSError as err:
         raise LstmgenError(f"cannot write the token cache under {folder.parent} ({err}); set LSTMGEN_CACHE")
-    segment_texts(texts, base.tokenize_many, tmp, characters=base.kind == "char", workers=config.workers)
-    publish(tmp, folder)
+    build_and_publish(tmp, folder, lambda into: segment_texts(texts, base.tokenize_many, into,
+                                                              characters=base.kind == "char", workers=config.workers))
     seg = load_segmented(folder)
     if seg is None:
         raise LstmgenError(f"{folder}: the token cache is damaged; delete that folder and run again")
@@ -394,9 +394,12 @@ def encode_cached(seg: Segmented, table: list[list[int]], vocab: Vocab, tokenize
         except OSError as err:  # a shared, read-only cache of the segmentation: the ids are made in memory
             logger.warning("cannot write the token ids beside %s (%s); keeping them in memory", seg.folder, err)
             return in_memory()
-        for name in SPLITS:
-            remap(seg.splits.get(name, np.zeros(0, np.int32)), table, out=tmp / f"{name}.bin")
-        publish(tmp, folder)
+
+        def write_ids(into: Path) -> None:
+            for name in SPLITS:
+                remap(seg.splits.get(name, np.zeros(0, np.int32)), table, out=into / f"{name}.bin")
+
+        build_and_publish(tmp, folder, write_ids)
     return {name: open_ids(folder / f"{name}.bin") for name in SPLITS}
 
 
