@@ -1,5 +1,6 @@
 """Reading corpora: encodings, index files, normalisation, adverts, the held-out split."""
 
+import codecs
 import logging
 import time
 from pathlib import Path
@@ -62,6 +63,16 @@ def test_big5_with_a_bad_byte_pair_leaves_the_pair_out_not_the_encoding(caplog):
         decoded, encoding = decode_bytes(raw[:cut] + b"\xa4\x80" + raw[cut:], "novel.txt")
     assert encoding == "big5" and decoded.count(TRADITIONAL) == 60
     assert "read as big5, leaving out" in caplog.text and "does not look like Chinese" not in caplog.text
+
+
+def test_utf16_cut_off_in_the_middle_of_a_character_is_read_without_the_last_bytes(caplog):
+    text = SIMPLIFIED * 20
+    with caplog.at_level(logging.WARNING, logger="lstmgen"):
+        decoded, encoding = decode_bytes(text.encode("utf-16")[:-1], "cut.txt")  # a download cut one byte short
+    assert encoding == "utf-16" and decoded == text[:-1]
+    assert "cut.txt: read as utf-16, leaving out 1 undecodable" in caplog.text
+    with pytest.raises(LstmgenError, match="after a UTF-16 byte-order mark"):
+        decode_bytes(codecs.BOM_UTF16_LE + "好".encode("utf-16-le") * 10 + b"\x00\xd8" * 40)  # lone surrogates
 
 
 # Not "说": its two GBK bytes are also valid UTF-8 (U+02F5), and UTF-8 is tried first, as it must be.

@@ -145,17 +145,24 @@ def _decode_leniently(raw: bytes, name: str) -> tuple[str, str, str]:
         ranked.append((-(score if judged >= _PLAUSIBLE_MIN_IDEOGRAPHS else 0.0), decoded.count("\ufffd"), order,
                        score, judged, candidate))
     *_, score, judged, encoding = min(ranked)
+    text, note = _leave_out_undecodable(raw, name, encoding, "even in the closest reading")
+    doubt = _doubt(name, encoding, score, judged)
+    return text, encoding, ". ".join(part for part in (note, doubt) if part)
+
+
+def _leave_out_undecodable(raw: bytes, name: str, encoding: str, where: str) -> tuple[str, str]:
+    """``raw`` decoded as ``encoding`` without the byte sequences that do not decode, and a note of
+    how many and where ("" when none); too many for a few stray bytes is no text of that encoding."""
     text = raw.decode(_CODEC.get(encoding, encoding), errors="replace")
     bad = text.count("\ufffd")
     if bad > max(_MAX_BAD_ALWAYS, len(raw) * _MAX_BAD_SHARE):
-        raise _not_text(name, f"undecodable bytes: {bad} places even in the closest reading, {encoding}")
+        raise _not_text(name, f"undecodable bytes: {bad} places {where}, {encoding}")
     if not bad:
-        return text, encoding, _doubt(name, encoding, score, judged)
+        return text, ""
     line = text.count("\n", 0, text.index("\ufffd")) + 1
     note = (f"{name or 'text'}: read as {encoding}, leaving out {bad} undecodable byte sequence{'s' * (bad > 1)} "
             f"(the first on line {line}: a cut-off download, or a stray byte?)")
-    doubt = _doubt(name, encoding, score, judged)
-    return text.replace("\ufffd", ""), encoding, note + (f". {doubt}" if doubt else "")
+    return text.replace("\ufffd", ""), note
 
 
 def _decode(raw: bytes, name: str) -> tuple[str, str, str]:
@@ -167,8 +174,8 @@ def _decode(raw: bytes, name: str) -> tuple[str, str, str]:
     encoding = ""
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         text, encoding = _try_decode(raw, "utf-16"), "utf-16"
-        if text is None:
-            raise _not_text(name, "a UTF-16 byte-order mark, but invalid UTF-16")
+        if text is None:  # cut off in the middle of a character, say
+            text, doubt = _leave_out_undecodable(raw, name, encoding, "after a UTF-16 byte-order mark")
     elif b"\x00" in raw:
         raise _not_text(name, "NUL bytes without a UTF-16 byte-order mark; binary?")
     if text is None and raw.startswith(codecs.BOM_UTF8):
