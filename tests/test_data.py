@@ -46,6 +46,23 @@ def test_padded_layout_scores_every_token_and_pads_are_ignored():
     assert int((y != IGNORE_INDEX).sum()) == 11 - 3 + 0  # all but each row's first token
 
 
+def test_the_padded_grid_of_a_big_split_costs_four_bytes_a_token(tmp_path):
+    # eval --split train lays the whole (memory-mapped) training split out: no int64 copies of it
+    import tracemalloc
+
+    path = tmp_path / "ids.bin"
+    np.arange(2_000_000, dtype=np.int32).tofile(path)
+    ids = np.memmap(path, dtype=np.int32, mode="r")
+    tracemalloc.start()
+    try:
+        grid = batchify_padded(ids, 16)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert grid.dtype == np.int32 and peak < 4.5 * len(ids)  # the grid itself: 4 bytes a token
+    assert (grid.reshape(-1)[: len(ids)] == ids).all()
+
+
 def test_a_grid_held_as_a_tensor_gives_the_same_windows_as_the_array():
     # On a GPU the grid lives in device memory as int32 (device_grid); its windows must be exactly
     # those cut from the array, pads included. The CPU keeps the array itself.
