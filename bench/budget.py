@@ -7,10 +7,13 @@ A contender is ``NAME:PRESET[,field=value,...]`` (or just a preset name; a field
 is a switch, like ``locked_dropout``); any other flag
 (``--threads 2``) is passed to every contender. Each one trains in its own
 process (so peak memory is its own) with ``--time-budget``; the table lists characters/s and
-tokens/s, steps, peak memory, and held-out test perplexity and bits per character, closed (as
+tokens/s, steps, epochs, peak memory, the best validation score and when it came, and held-out test
+perplexity and bits per character, closed (as
 the models score it) and open (every ``<unk>`` word also spelled out: ``lstmgen.spelling``, what makes
 a word vocabulary and a character one comparable). ``--json FILE``
-also saves the rows. Results belong in BENCHMARKS.md with the command and the machine.
+also saves the rows, after every contender. A contender that fails (a NaN, out of memory) gets a row
+saying so, the others still run, and the exit code is 1. Results belong in BENCHMARKS.md with the
+command and the machine.
 """
 
 from __future__ import annotations
@@ -44,13 +47,21 @@ def run_contender(corpus: str, name: str, preset: str, flags: list[str], minutes
     cmd = [sys.executable, "-m", "lstmgen", "-q", "train", corpus, "--preset", preset, "--out", str(run_dir),
            "--time-budget", f"{minutes * 60:.0f}s", "--epochs", "1000", *extra, *flags]
     print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    code = subprocess.run(cmd).returncode
+    described = {"contender": name, "preset": preset, "flags": " ".join(flags)}
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()] \
+        if (run_dir / "metrics.jsonl").exists() else []
+    if code != 0 or not records or records[-1].get("split") != "test":  # a NaN, out of memory: the others go on
+        return {**described, "failed": f"exit code {code}"}
     test = records[-1]
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     chars_per_token = config["split_characters"]["train"] / max(config["split_tokens"]["train"], 1)
+    valid = [r for r in records if "valid_bits_per_char" in r]
+    best = min(valid, key=lambda r: r["valid_bits_per_char"]) if valid else {}
     return {
-        "contender": name, "preset": preset, "flags": " ".join(flags),
+        **described,
+        "best_valid_bits_per_char": best.get("valid_bits_per_char"), "best_valid_seconds": best.get("seconds"),
+        "epochs": valid[-1].get("epoch") if valid else None,  # the last validation is at the last step
         "tokens_per_s": test["tokens_per_s"], "chars_per_s": test["tokens_per_s"] * chars_per_token,
         "steps": test["step"], "tokens": test["tokens"], "seconds": test["seconds"],
         "peak_memory_mb": test["peak_memory_mb"], "parameters": config["parameters"],
@@ -61,13 +72,21 @@ def run_contender(corpus: str, name: str, preset: str, flags: list[str], minutes
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| contender | params | vocab | chars/s | tokens/s | steps | peak MB | test ppl | test bits/char "
-            "| open bits/char |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-    body = "".join(
-        f"| {r['contender']} | {r['parameters'] / 1e6:.1f}M | {r['vocab_size']:,} | {r['chars_per_s']:,.0f} | "
-        f"{r['tokens_per_s']:,.0f} | {r['steps']:,} | {r['peak_memory_mb']:,.0f} | {r['test_perplexity']:.1f} | "
-        f"{r['test_bits_per_char']:.3f} | {r['test_open_bits_per_char']:.3f} |\n" for r in rows)
-    return head + body
+    head = ("| contender | params | vocab | chars/s | tokens/s | steps | epochs | peak MB | best valid bits/char (s) "
+            "| test ppl | test bits/char | open bits/char |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+
+    def line(r: dict) -> str:
+        if "failed" in r:
+            return f"| {r['contender']} | failed: {r['failed']} |" + " |" * 10 + "\n"
+        best = (f"{r['best_valid_bits_per_char']:.3f} ({r['best_valid_seconds']:.0f})"
+                if r.get("best_valid_bits_per_char") is not None else "")
+        epochs = f"{r['epochs']:.1f}" if r.get("epochs") is not None else ""
+        return (f"| {r['contender']} | {r['parameters'] / 1e6:.1f}M | {r['vocab_size']:,} | {r['chars_per_s']:,.0f} | "
+                f"{r['tokens_per_s']:,.0f} | {r['steps']:,} | {epochs} | {r['peak_memory_mb']:,.0f} | {best} | "
+                f"{r['test_perplexity']:.1f} | {r['test_bits_per_char']:.3f} | {r['test_open_bits_per_char']:.3f} |\n")
+
+    return head + "".join(line(r) for r in rows)
 
 
 def main() -> None:
@@ -85,13 +104,15 @@ def main() -> None:
     for spec in contenders:
         rows.append(run_contender(args.corpus, *parse_contender(spec), args.minutes, out, extra))
         print(table(rows), flush=True)
+        if args.json:  # after every contender: a call cut short keeps what it measured
+            Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()}-core CPU"
     print(f"{args.minutes:g} minutes each on {device} ({platform.processor() or platform.machine()}), "
           f"torch {torch.__version__}, {datetime.date.today()}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    if any("failed" in r for r in rows):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
