@@ -40,6 +40,14 @@ def test_train_writes_a_self_describing_run_directory(trained: Path):
     assert test["split"] == "test" and test["test_bits_per_char"] > 0 and test["test_oov_rate"] == 0
 
 
+def test_the_tokens_counted_are_the_tokens_trained_on(trained: Path):
+    # each epoch's last window is shorter than --seq-len; counting it as full overstated tokens/s
+    config = json.loads((trained / "config.json").read_text(encoding="utf-8"))
+    rows, length = 4, config["split_tokens"]["train"] // 4  # batch 4 (tiny preset): the grid's rows
+    assert (length - 1) % 16 != 0  # (so this corpus has a short last window at seq_len 16)
+    assert read_metrics(trained)[-1]["tokens"] == 2 * rows * (length - 1)  # two epochs, every input once
+
+
 def test_the_advert_line_never_reaches_the_model(trained: Path):
     vocab = json.loads((trained / "vocab.json").read_text(encoding="utf-8"))
     tokens = set(vocab["tokens"])

@@ -558,7 +558,9 @@ class _Trainer:
                 lr = self._lr()
                 pending.append(self._step(window))
                 loop.step += 1
-                loop.tokens += self.window_tokens
+                # an epoch's last window may be shorter than seq_len: count what was trained on
+                loop.tokens += self.window_tokens // self.tc.seq_len * min(
+                    self.tc.seq_len, self.grid.shape[1] - 1 - window * self.tc.seq_len)
                 now = time.perf_counter()  # every step: a slow model must not overrun its time budget
                 loop.elapsed += now - tick
                 tick = now
