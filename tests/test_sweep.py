@@ -9,11 +9,11 @@ import pytest
 
 from conftest import make_text
 from lstmgen import sweep
-from lstmgen.cli import main
+from lstmgen.cli import build_parser, main
 from lstmgen.errors import LstmgenError
 from lstmgen.runs import read_metrics
 from lstmgen.config import build_config
-from lstmgen.sweep_plan import PlannedRun, parse_vary
+from lstmgen.sweep_plan import PlannedRun, parse_vary, train_arguments
 from lstmgen.sweep_results import summarize_run
 
 GRID = ["--vary", "seq_len=8,16", "--vary", "hidden_size=8,16"]
@@ -185,7 +185,30 @@ def test_varied_values_take_the_type_of_their_config_field():
         parse_vary("colour=red,blue")
 
 
+def test_switches_and_exact_numbers_reach_each_run_as_the_sweep_asked():
+    assert parse_vary("locked_dropout=true,false").values == [True, False]
+    with pytest.raises(LstmgenError, match="true or false"):
+        parse_vary("locked_dropout=maybe")
+    config = build_config("tiny", {"model": {"locked_dropout": True}, "train": {"lr": 0.0012345678}})
+    arguments = train_arguments("corpus", Path("run"), config)
+    assert "--locked-dropout" in arguments and "--lr=0.0012345678" in arguments  # not =True, not 0.00123457
+    parsed = build_parser().parse_args(arguments)
+    assert parsed.locked_dropout is True and parsed.lr == 0.0012345678
+    assert not [a for a in train_arguments("corpus", Path("run"), build_config("tiny")) if "dropout" in a]
+
+
+def test_a_varied_learning_rate_is_not_overwritten_by_the_scheduled_one_in_curves_csv(corpus, tmp_path):
+    out = tmp_path / "lr"
+    assert main(["sweep", str(corpus), "--vary", "lr=0.01,0.02", *TINY, "--schedule", "cosine",
+                 "--out", str(out)]) == 0
+    with open(out / "curves.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {row["lr"] for row in rows} == {"0.01", "0.02"}
+    assert all(float(row["lr_now"]) <= float(row["lr"]) for row in rows)  # the schedule's rate at that step
+
+
 @pytest.mark.parametrize("extra, message", [
+    (["--vary", "eval_every=10,20", "--eval-every-tokens", "640"], "not both"),
     (["--vary", "seq_lne=8,16"], "did you mean seq_len"),
     (["--vary", "seq_len=eight"], "whole numbers"),
     (["--vary", "seq_len"], "SETTING=VALUE"),

@@ -240,8 +240,12 @@ def _collect(out: Path, planned: list[PlannedRun]) -> tuple[list[dict[str, Any]]
         curves[run.name] = [r for r in read_metrics(run_dir) if r.get("split") is None]
     settings = list(planned[0].values)
     write_csv(out / "results.csv", ["run", *settings, *RESULT_COLUMNS[1:]], rows)
-    write_csv(out / "curves.csv", ["run", *settings, *CURVE_COLUMNS[1:]],
-               [{"run": name, **run.values, **r} for run in planned for name in [run.name] for r in curves[name]])
+    # a curve's own columns that share a varied setting's name (lr: the scheduled rate at that step) are
+    # written as NAME_now, so the setting's value is not overwritten
+    own = [c if c not in settings else f"{c}_now" for c in CURVE_COLUMNS[1:]]
+    write_csv(out / "curves.csv", ["run", *settings, *own],
+              [{"run": name, **run.values, **{(k if k not in settings else f"{k}_now"): v for k, v in r.items()}}
+               for run in planned for name in [run.name] for r in curves[name]])
     return rows, curves
 
 
@@ -258,8 +262,9 @@ def add_commands(sub: Any) -> None:
                                    "sweep: finished runs are kept, unfinished ones continue from their saved state.")
     p.add_argument("corpus", help="a .txt file, a folder of them, or a folder with an inf.txt index")
     p.add_argument("--vary", action="append", required=True, metavar="SETTING=V1,V2,...",
-                   help="a setting and its values, e.g. seq_len=10,30,60 "
-                        "(repeat to vary several: every combination runs)")
+                   help="a setting and its values, e.g. seq_len=10,30,60 or locked_dropout=true,false; "
+                        "values that hold commas are separated by ; (adaptive_cutoffs=500,2000;1000,4000); "
+                        "repeat to vary several: every combination runs")
     p.add_argument("--out", required=True, help="sweep folder: runs/, results.csv, curves.csv, report.md and its plots in report/")
     p.add_argument("--report", help="write the Markdown report here instead of OUT/report.md "
                                     "(its plots go to a folder beside it with the same name)")

@@ -80,6 +80,11 @@ def parse_vary(text: str) -> Setting:
         if optional and part.lower() == "none":
             values.append(None)
             continue
+        if kind is bool:
+            if part.lower() not in _BOOLS:
+                raise LstmgenError(f"--vary {key}: {part!r} is not valid; {key} takes true or false")
+            values.append(_BOOLS[part.lower()])
+            continue
         try:
             values.append(kind(part) if kind in (int, float) else part)
         except ValueError:
@@ -90,9 +95,27 @@ def parse_vary(text: str) -> Setting:
     return Setting(section=section, name=key, values=values)
 
 
+_BOOLS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "on": True, "off": False}
+
+
 def value_text(value: Any) -> str:
-    """A value as a flag or a folder name writes it: 0.5, 1e-05, 30, none."""
+    """A value as a folder name or a table writes it: 0.5, 1e-05, 30, none, true."""
+    if isinstance(value, bool):
+        return str(value).lower()
     return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def exact_text(value: Any) -> str:
+    """A value as a command line must give it to mean exactly this value (0.0012345678, not 0.00123457)."""
+    return repr(value) if isinstance(value, float) else value_text(value)
+
+
+def flag(key: str, value: Any) -> list[str]:
+    """The ``lstmgen train`` flag that sets ``key`` to ``value``: a switch is given bare, or left out."""
+    name = "--" + key.replace("_", "-")
+    if isinstance(value, bool):
+        return [name] if value else []
+    return [f"{name}={exact_text(value)}"]
 
 
 _SAFE = re.compile(r"[^\w.+-]")  # characters kept in a run folder name
@@ -117,8 +140,8 @@ def plan(spec: SweepSpec) -> list[PlannedRun]:
         raise LstmgenError(f"{', '.join(sorted(fixed & set(names)))}: both varied and fixed; drop one")
     if spec.eval_every_tokens < 0:
         raise LstmgenError("--eval-every-tokens must be 0 or positive")
-    if spec.eval_every_tokens and "eval_every" in fixed:
-        raise LstmgenError("give --eval-every or --eval-every-tokens, not both")
+    if spec.eval_every_tokens and ("eval_every" in fixed or "eval_every" in names):
+        raise LstmgenError("give --eval-every (or vary it) or --eval-every-tokens, not both")
     runs, seen = [], set()
     for combo in itertools.product(*(s.values for s in spec.settings)):
         values = dict(zip(names, combo))
@@ -144,11 +167,11 @@ def command_line(spec: SweepSpec, out: Union[str, Path], report: Optional[Union[
     """The ``lstmgen sweep`` command that asks for this sweep."""
     parts = ["lstmgen", "sweep", spec.corpus]
     for s in spec.settings:
-        joiner = ";" if any("," in value_text(v) for v in s.values) else ","
-        parts += ["--vary", f"{s.name}={joiner.join(value_text(v) for v in s.values)}"]
+        joiner = ";" if any("," in exact_text(v) for v in s.values) else ","
+        parts += ["--vary", f"{s.name}={joiner.join(exact_text(v) for v in s.values)}"]
     parts += ["--preset", spec.preset]
     for values in spec.fixed.values():
-        parts += [f"--{k.replace('_', '-')}={value_text(v)}" for k, v in values.items() if v is not None]
+        parts += [part for k, v in values.items() if v is not None for part in flag(k, v)]
     if spec.eval_every_tokens:
         parts.append(f"--eval-every-tokens={spec.eval_every_tokens}")
     if spec.sample_length != SweepSpec.sample_length or spec.sample_seed != SweepSpec.sample_seed:
@@ -161,7 +184,10 @@ def train_arguments(corpus: str, run_dir: Path, config: RunConfig) -> list[str]:
     """``lstmgen train`` arguments that rebuild ``config``: the preset plus every field that differs from it."""
     base = build_config(config.preset).to_dict()
     wanted = config.to_dict()
-    flags = [f"--{key.replace('_', '-')}={value_text(value)}"
-             for section in SECTIONS for key, value in wanted[section].items()
-             if value != base[section][key] and value is not None]
-    return ["train", corpus, "--out", str(run_dir), "--preset", config.preset, *flags]
+    changed = [(key, value) for section in SECTIONS for key, value in wanted[section].items()
+               if value != base[section][key] and value is not None]
+    for key, value in changed:
+        if value is False:  # a switch can only be turned on: no preset has one on, so this is never needed
+            raise LstmgenError(f"--{key.replace('_', '-')} cannot be turned off from the command line")
+    return ["train", corpus, "--out", str(run_dir), "--preset", config.preset,
+            *(part for key, value in changed for part in flag(key, value))]
