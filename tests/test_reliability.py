@@ -710,3 +710,15 @@ def test_stale_temporaries_are_ours_and_nothing_else(tmp_path: Path):
     assert remove_stale_temporaries(run) == len(stale) + len(old)
     assert sorted(p for p in run.rglob("*") if p.is_file()) == sorted(kept)
     assert sorted(p for p in run.rglob("*") if p.is_dir()) == [run / "state"]
+
+
+def test_a_runs_peak_memory_is_its_own_not_its_parents():
+    # A sweep starts each run from a process that may have held far more (models loaded to measure
+    # finished runs); on Linux a child's ru_maxrss starts at its parent's peak from before exec.
+    import numpy as np
+
+    held = np.ones(150_000_000)  # 1.2 GB, touched, held while the child starts
+    code = "import torch; from lstmgen.train import peak_memory_mb; print(peak_memory_mb(torch.device('cpu')))"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(child.stdout) < 0.5 * held.nbytes / 2**20, child.stdout
+    del held

@@ -92,6 +92,14 @@ def peak_memory_mb(device: torch.device) -> float:
     """Peak CUDA memory allocated on a GPU, else the process's peak resident set (RSS)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:  # Linux: this process's own peak. ru_maxrss keeps the parent's from before exec, so a run
+        # started by a sweep that had loaded models would report the sweep's peak as its own
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # Windows: psutil knows the peak working set
