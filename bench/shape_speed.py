@@ -5,8 +5,10 @@
 
 A shape is ``NAME:PRESET[,field=value,...]`` as in bench/budget.py. Each one runs ``train()`` in this
 process for ``warmup + steps`` steps with no validation or test split, and is timed by the training
-clock after its warm-up steps. What it tells: how much a bigger batch or model costs per step on this
-machine, before spending minutes of a budget run on it.
+clock after its warm-up steps; validation and checkpoints are moved out of the timed steps (every 24 h of
+training) unless the shape sets them. What it tells: how much a bigger batch or model costs per step on
+this machine, before spending minutes of a budget run on it. On a GPU the peak memory is each shape's
+own; on the CPU it is this process's, so a shape after a bigger one reports the bigger one's peak.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ def build(spec: str, device: str, steps: int, corpus: str):
     """(name, RunConfig) of ``spec`` for ``steps`` steps on ``device``."""
     name, _, rest = spec.partition(":") if ":" in spec else (spec, "", spec)
     preset, *settings = rest.split(",")
-    overrides: dict[str, dict] = {"data": {"valid_fraction": 0.0, "test_fraction": 0.0}, "train": {"device": device}}
+    # by the clock, not by steps: an epoch's end would still validate and save inside the timed steps
+    overrides: dict[str, dict] = {"data": {"valid_fraction": 0.0, "test_fraction": 0.0},
+                                  "train": {"device": device, "eval_every": "24h", "save_every": "24h"}}
     for setting in settings:
-        parsed = parse_vary(setting)
+        parsed = parse_vary(setting if "=" in setting else setting + "=true")  # a bare switch, as in budget.py
         overrides.setdefault(parsed.section, {})[parsed.name] = parsed.values[0]
     config = build_config(preset, overrides)
     data = prepare(corpus, config.data, config.tokenizer)

@@ -111,6 +111,8 @@ def lstmgen_run(corpus: str, steps: int, warmup: int, windows: int, device: str,
         if sync_debug:
             torch.cuda.set_sync_debug_mode("default")
     after = [(step, seconds) for step, seconds in seen if step >= warmup]
+    if len(after) < 2:  # progress comes every 10 steps (and every 5 s)
+        raise SystemExit("too few progress reports after the warm-up to time lstmgen: use --steps 30 or more")
     (first_step, first_seconds), (last_step, last_seconds) = after[0], after[-1]
     return (last_step - first_step) * 20 * 30 / (last_seconds - first_seconds)
 
