@@ -57,6 +57,11 @@ def main() -> None:
         chars = write_corpus(corpus, args.megabytes)
         print(f"wrote {corpus.stat().st_size / 2**20:,.0f} MB ({chars:,} characters) in "
               f"{time.perf_counter() - start:.0f}s", flush=True)
+    first = not (folder / "cache").exists()  # with --keep, a second run starts from the cache
+    if (folder / "run").exists():  # a kept folder's run of before: each measurement trains afresh
+        import shutil
+
+        shutil.rmtree(folder / "run")
     env = {**os.environ, "LSTMGEN_CACHE": str(folder / "cache")}
     cmd = [sys.executable, "-m", "lstmgen", "train", str(corpus), "--out", str(folder / "run"),
            "--tokenizer", "char", "--hidden-size", "256", "--time-budget", f"{args.seconds}s",
@@ -66,7 +71,8 @@ def main() -> None:
     subprocess.run(cmd, check=True, env=env)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"corpus {corpus.stat().st_size / 2**20:,.0f} MB: peak RSS of `lstmgen train` {peak_mb:,.0f} MB, "
-          f"{time.perf_counter() - start:.0f}s in all (first run: reading, segmenting, caching), "
+          f"{time.perf_counter() - start:.0f}s in all "
+          f"({'first run: reading, segmenting, caching' if first else 'a cached start'}), "
           f"{os.cpu_count()}-core CPU, {datetime.date.today()}")
 
 

@@ -127,6 +127,15 @@ def test_a_stopped_sweep_keeps_finished_runs_and_continues_the_unfinished_one(co
     assert (stopped / "sweep_measures.json").is_file()
 
 
+def test_a_sweep_run_again_with_another_sample_seed_writes_every_sample_again(copy: Path, corpus: Path, monkeypatch):
+    samples = {p: p.read_text(encoding="utf-8") for p in (copy / "runs").glob("*/sample.txt")}
+    monkeypatch.setattr(sweep, "_run_child", lambda argv: pytest.fail(f"retrained: {argv}"))
+    assert main(["sweep", str(corpus), *GRID, *TINY, "--sample-seed", "9", "--out", str(copy)]) == 0
+    measures = [json.loads(p.read_text(encoding="utf-8")) for p in (copy / "runs").glob("*/sweep_measures.json")]
+    assert len(measures) == 4 and {m["sample_seed"] for m in measures} == {9}  # the report's "the same seed"
+    assert any(p.read_text(encoding="utf-8") != text for p, text in samples.items())
+
+
 def test_a_sweep_folder_refuses_to_mix_in_other_settings(copy: Path, corpus: Path, capsys):
     before = (copy / "sweep.json").read_bytes()
     assert main(["sweep", str(corpus), *GRID, *TINY, "--lr", "0.5", "--out", str(copy)]) == 2

@@ -222,7 +222,10 @@ def _one_run(run_dir: Path, run: PlannedRun, spec: SweepSpec, label: str, retry_
             return
     else:
         logger.info("%s %s: finished before; kept", label, run.name)
-    if not (run_dir / MEASURES_FILE).is_file():
+    measured = json.loads((run_dir / MEASURES_FILE).read_text(encoding="utf-8")) \
+        if (run_dir / MEASURES_FILE).is_file() else {}
+    # every run's sample with this sweep's seed and length, as the report says, also when they changed
+    if (measured.get("sample_seed"), measured.get("sample_length")) != (spec.sample_seed, spec.sample_length):
         logger.info("%s %s: writing a sample and scoring train and valid text for the gap", label, run.name)
         measure_run(run_dir, sample_length=spec.sample_length, sample_seed=spec.sample_seed)
 

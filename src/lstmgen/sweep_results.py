@@ -49,7 +49,7 @@ def measure_run(run_dir: Path, *, sample_length: int, sample_seed: int) -> dict[
     sample = generate(run.model, run.tokenizer, run.vocab, [""],
                       GenerateConfig(length=sample_length, seed=sample_seed))[0]
     (run_dir / SAMPLE_FILE).write_text(sample + "\n", encoding="utf-8")
-    measures: dict[str, Any] = {"sample": sample, "sample_seed": sample_seed}
+    measures: dict[str, Any] = {"sample": sample, "sample_seed": sample_seed, "sample_length": sample_length}
     corpus = run.info.get("corpus")
     if corpus and Path(corpus).exists():
         data = prepare(corpus, run.config.data, run.config.tokenizer, vocab=run.vocab, tokenizer=run.tokenizer)
