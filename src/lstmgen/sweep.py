@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -134,7 +135,8 @@ def _machine() -> str:
     import torch
 
     text = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
-    return text + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")
+    text += f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return text + f"; this report written on {datetime.date.today()}"
 
 
 def run_sweep(spec: SweepSpec, out: Union[str, Path], *, report: Union[str, Path, None] = None,
