@@ -445,11 +445,10 @@ class _StderrHandler(logging.StreamHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         bar = ProgressBar.live
-        if bar is not None and bar.clear():  # the message above, the bar below it again
-            super().emit(record)
+        wiped = bar is not None and bar.clear()
+        super().emit(record)
+        if wiped:  # the message above, the bar below it again
             bar.draw()
-        else:
-            super().emit(record)
 
     @stream.setter
     def stream(self, value: Any) -> None:

@@ -106,9 +106,13 @@ def _doubt(name: str, encoding: str, score: float, judged: int) -> str:
 _CODEC = {"big5": "cp950"}
 
 
+def _codec(encoding: str) -> str:
+    return _CODEC.get(encoding, encoding)
+
+
 def _try_decode(raw: bytes, encoding: str) -> Optional[str]:
     try:
-        return raw.decode(_CODEC.get(encoding, encoding))
+        return raw.decode(_codec(encoding))
     except UnicodeDecodeError:
         return None
 
@@ -119,7 +123,7 @@ _SAMPLE_BYTES = 1 << 20
 def _try_decode_prefix(raw: bytes, encoding: str) -> Optional[str]:
     """Decode the start of a file; a character cut in two at the end of the sample is no error."""
     try:
-        return codecs.getincrementaldecoder(_CODEC.get(encoding, encoding))("strict").decode(raw, final=False)
+        return codecs.getincrementaldecoder(_codec(encoding))("strict").decode(raw, final=False)
     except (UnicodeDecodeError, LookupError):
         return None
 
@@ -140,7 +144,7 @@ def _decode_leniently(raw: bytes, name: str) -> tuple[str, str, str]:
     sample = raw[:_SAMPLE_BYTES]
     ranked = []
     for order, candidate in enumerate(("utf-8", "gb18030", "big5")):
-        decoded = codecs.getincrementaldecoder(_CODEC.get(candidate, candidate))("replace").decode(sample, final=False)
+        decoded = codecs.getincrementaldecoder(_codec(candidate))("replace").decode(sample, final=False)
         score, judged = _chinese_score(decoded)
         ranked.append((-(score if judged >= _PLAUSIBLE_MIN_IDEOGRAPHS else 0.0), decoded.count("\ufffd"), order,
                        score, judged, candidate))
@@ -153,7 +157,7 @@ def _decode_leniently(raw: bytes, name: str) -> tuple[str, str, str]:
 def _leave_out_undecodable(raw: bytes, name: str, encoding: str, where: str) -> tuple[str, str]:
     """``raw`` decoded as ``encoding`` without the byte sequences that do not decode, and a note of
     how many and where ("" when none); too many for a few stray bytes is no text of that encoding."""
-    text = raw.decode(_CODEC.get(encoding, encoding), errors="replace")
+    text = raw.decode(_codec(encoding), errors="replace")
     bad = text.count("\ufffd")
     if bad > max(_MAX_BAD_ALWAYS, len(raw) * _MAX_BAD_SHARE):
         raise _not_text(name, f"undecodable bytes: {bad} places {where}, {encoding}")

@@ -325,12 +325,18 @@ def device_grid(grid: np.ndarray, device: torch.device, max_share: float = 0.1) 
     return out
 
 
+def window_bounds(length: int, index: int, seq_len: int) -> tuple[int, int]:
+    """Window ``index`` of a grid of rows of ``length`` tokens: its inputs are columns [start, stop),
+    so it trains on ``stop - start`` tokens a row, seq_len except in an epoch's last window."""
+    start = index * seq_len
+    return start, min(start + seq_len, length - 1)
+
+
 def get_window(grid: Union[np.ndarray, torch.Tensor], index: int, seq_len: int,
                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Window ``index`` of the grid (an array, or a tensor from ``device_grid``): inputs (B, T) and
     targets (B, T), T <= seq_len, as int64 on ``device``."""
-    start = index * seq_len
-    stop = min(start + seq_len, grid.shape[1] - 1)
+    start, stop = window_bounds(grid.shape[1], index, seq_len)
     if isinstance(grid, torch.Tensor):
         block = grid[:, start : stop + 1].to(device=device, dtype=torch.int64)
     else:

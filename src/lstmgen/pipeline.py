@@ -381,8 +381,11 @@ def prepare(path: Union[str, Path], data: DataConfig, tok: TokenizerConfig, *,
 
 def encode_cached(seg: Segmented, table: list[list[int]], vocab: Vocab, tokenizer: Tokenizer) -> dict[str, np.ndarray]:
     """Vocabulary ids of every split, memory-mapped from files beside the segmentation cache."""
+    def ids_of(name: str, out: Optional[Path] = None) -> np.ndarray:
+        return remap(seg.splits.get(name, np.zeros(0, np.int32)), table, out=out)
+
     def in_memory() -> dict[str, np.ndarray]:
-        return {name: remap(seg.splits.get(name, np.zeros(0, np.int32)), table) for name in SPLITS}
+        return {name: ids_of(name) for name in SPLITS}
 
     key = hashlib.sha256(json.dumps([vocab.tokens, tokenizer.to_dict()], ensure_ascii=False).encode()).hexdigest()[:16]
     if seg.folder is None:  # an in-memory segmentation: nothing to cache next to
@@ -397,7 +400,7 @@ def encode_cached(seg: Segmented, table: list[list[int]], vocab: Vocab, tokenize
 
         def write_ids(into: Path) -> None:
             for name in SPLITS:
-                remap(seg.splits.get(name, np.zeros(0, np.int32)), table, out=into / f"{name}.bin")
+                ids_of(name, out=into / f"{name}.bin")
 
         build_and_publish(tmp, folder, write_ids)
     return {name: open_ids(folder / f"{name}.bin") for name in SPLITS}

@@ -25,7 +25,7 @@ import torch
 
 from lstmgen import distributed as dist_utils
 from lstmgen.config import RunConfig, every, parse_duration
-from lstmgen.data import batchify, device_grid, get_window, num_windows
+from lstmgen.data import batchify, device_grid, get_window, num_windows, window_bounds
 from lstmgen.errors import LstmgenError
 from lstmgen.evaluate import Score, autocast_context, describe_bits, describe_oov, score_ids
 from lstmgen.model import LSTMLM, count_parameters
@@ -228,7 +228,7 @@ def train(
         refusal: Optional[LstmgenError] = None
         try:
             if tc.tensorboard:
-                open_tensorboard(None)  # missing package: said before the corpus is read, by every rank
+                tensorboard_writer()  # missing package: said before the corpus is read, by every rank
             if lock is not None:
                 lock.__enter__()  # first: a second writer is turned away before it changes anything
                 remove_stale_temporaries(run_dir)  # half-written files of a killed run; we are the only writer now
@@ -567,8 +567,8 @@ class _Trainer:
                 pending.append(self._step(window))
                 loop.step += 1
                 # an epoch's last window may be shorter than seq_len: count what was trained on
-                loop.tokens += self.window_tokens // self.tc.seq_len * min(
-                    self.tc.seq_len, self.grid.shape[1] - 1 - window * self.tc.seq_len)
+                start, stop = window_bounds(self.grid.shape[1], window, self.tc.seq_len)
+                loop.tokens += self.tc.batch_size * self.world_size * (stop - start)
                 now = time.perf_counter()  # every step: a slow model must not overrun its time budget
                 loop.elapsed += now - tick
                 tick = now
@@ -673,14 +673,22 @@ class _Trainer:
             append_jsonl(run_dir / METRICS, record)
 
 
-def open_tensorboard(run_dir: Optional[Path]) -> Any:
-    """A TensorBoard writer logging into RUN/tensorboard (``tensorboard --logdir RUN``); with None,
-    only checks that the package is there."""
+def tensorboard_writer() -> Any:
+    """TensorBoard's ``SummaryWriter`` class.
+
+    Raises:
+        LstmgenError: the tensorboard package is not installed.
+    """
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise LstmgenError("--tensorboard needs the tensorboard package: pip install tensorboard")
-    return None if run_dir is None else SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    return SummaryWriter
+
+
+def open_tensorboard(run_dir: Path) -> Any:
+    """A TensorBoard writer logging into RUN/tensorboard (``tensorboard --logdir RUN``)."""
+    return tensorboard_writer()(log_dir=str(run_dir / "tensorboard"))
 
 
 def _truncate_metrics(run_dir: Path, step: int) -> None:
