@@ -13,18 +13,16 @@ with the same seed, a stopped text is a prefix of the text written on without th
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
-import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from lstmgen.errors import LstmgenError
-from lstmgen.model import LSTMLM
+from lstmgen.model import LSTMLM, OneTokenSteps
 from lstmgen.tokenizers import Tokenizer
 from lstmgen.vocab import Vocab
 
@@ -360,25 +358,8 @@ def _generate(model: LSTMLM, tokenizer: Tokenizer, vocab: Vocab, prompts: Sequen
     for i, row in enumerate(rows):
         seen[i, row.history] = True
 
-    with _one_token_lstm(device):
-        _sample_loop(model, vocab, config, rows, h, c, logp, seen, heads, generators, device, on_text)
+    _sample_loop(model, vocab, config, rows, h, c, logp, seen, heads, generators, device, on_text)
     return [row.writer.text for row in rows]
-
-
-@contextlib.contextmanager
-def _one_token_lstm(device: torch.device) -> Iterator[None]:
-    """Run one-token LSTM steps on PyTorch's own CPU kernels rather than oneDNN's.
-
-    oneDNN pays a fixed cost per call that is 3x faster over whole windows but 10x slower for one
-    token at a time (measured: 1.16 ms against 0.12 ms per step, hidden 512, one thread).
-    """
-    if device.type != "cpu":
-        yield
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the flags() context warns about TF32 on Intel GPUs
-        with torch.backends.mkldnn.flags(enabled=False):
-            yield
 
 
 def _sample_loop(model: LSTMLM, vocab: Vocab, config: GenerateConfig, rows: list["_Row"], h: torch.Tensor,
@@ -390,6 +371,7 @@ def _sample_loop(model: LSTMLM, vocab: Vocab, config: GenerateConfig, rows: list
     newline = vocab.token_to_id("\n")
     lines = len(heads) if heads is not None else 0
     penalty = math.log(config.repetition_penalty)  # dividing a probability by p subtracts log p
+    steps = OneTokenSteps(model) if device.type == "cpu" else None  # on a GPU, nn.LSTM (cuDNN) is the fast one
     while True:
         logp[:, unk] = -math.inf
         if penalty:
@@ -441,5 +423,9 @@ def _sample_loop(model: LSTMLM, vocab: Vocab, config: GenerateConfig, rows: list
                     on_text(i, piece)
         if all(row.done for row in rows):
             break
-        features, (h, c) = model.features(next_ids.to(device).unsqueeze(1), (h, c))
-        logp = model.log_probs(features[:, -1]).float().cpu()
+        if steps is not None:
+            features, (h, c) = steps(next_ids, (h, c))
+        else:
+            features, (h, c) = model.features(next_ids.to(device).unsqueeze(1), (h, c))
+            features = features[:, -1]
+        logp = model.log_probs(features).float().cpu()
