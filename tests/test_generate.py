@@ -1,7 +1,7 @@
 
 import torch
 
-from lstmgen.generate import _NgramIndex, candidates, sample_next
+from lstmgen.generate import _NgramIndex, candidates, draw, sample_next
 
 
 def test_top_k_keeps_the_k_likeliest():
@@ -16,6 +16,27 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert ids.tolist() == [[0, 1, 2, 3]] and (probs > 0).tolist() == [[True, True, False, False]]
     probs, _ = candidates(p.log(), top_p=0.01)
     assert (probs > 0).tolist() == [[True, False, False, False]]  # the top token always stays
+
+
+def test_temperature_scales_the_candidates_scores():
+    logp = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.5, -1.0]]), -1)
+    probs, ids = candidates(logp, temperature=0.5, top_k=3)
+    assert ids.tolist() == [[0, 1, 2]]
+    assert torch.allclose(probs, torch.softmax(torch.tensor([[4.0, 2.0, 1.0]]), -1))
+
+
+def test_a_draw_is_multinomials_draw_from_the_same_generator():
+    # so texts written before draw() replaced torch.multinomial come out the same for the same seed
+    torch.manual_seed(0)
+    probs = torch.rand(4, 40)
+    probs[:, 30:] = 0
+    for seed in range(50):
+        expected = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(draw(probs, torch.Generator().manual_seed(seed)), expected)
+        per_row = [torch.Generator().manual_seed(seed + j) for j in range(4)]
+        expected = torch.stack([torch.multinomial(p, 1, generator=torch.Generator().manual_seed(seed + j))
+                                for j, p in enumerate(probs)])
+        assert torch.equal(draw(probs, per_row), expected)
 
 
 def test_sampling_draws_only_candidates_in_proportion():
