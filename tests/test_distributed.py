@@ -105,10 +105,13 @@ def assert_same_training(run: Path, single: Path) -> None:
 def two_process_run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two ranks, stopped by SIGTERM to torchrun half-way, then resumed to the end with torchrun."""
     root = tmp_path_factory.mktemp("ddp")
-    run = root / "run"
-    env = launch_environment(root)
+    return stopped_and_resumed(["train", str(corpus), "--out", str(root / "run"), "--batch-size", "2", *COMMON],
+                               root / "run", launch_environment(root))
 
-    first = torchrun(["train", str(corpus), "--out", str(run), "--batch-size", "2", *COMMON], env)
+
+def stopped_and_resumed(args: list[str], run: Path, env: dict[str, str]) -> dict:
+    """Launch ``args`` on two ranks, stop them with SIGTERM after the first evaluation, resume to the end."""
+    first = torchrun(args, env)
     deadline = time.monotonic() + 60
     while not read_metrics(run) and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)  # the first evaluation (step 55) is written: training is under way
@@ -145,6 +148,24 @@ def test_two_machines_with_one_process_each_train_what_one_process_trains(corpus
         assert node.returncode == 0, err[-3000:]
     assert sum(out.count("run: ") for out, _ in results) == 1  # one summary, from rank 0
     assert_same_training(run, single_run)
+
+
+def test_each_rank_draws_its_own_dropout_masks_and_resumes_them_exactly(corpus: Path, tmp_path: Path):
+    args = ["train", str(corpus), "--batch-size", "2", *COMMON, "--dropout", "0.3"]  # the last --dropout counts
+    env = launch_environment(tmp_path)
+    whole = torchrun([*args, "--out", str(tmp_path / "whole")], env)
+    _, err = finish(whole)
+    assert whole.returncode == 0, err[-3000:]
+    resumed = stopped_and_resumed([*args, "--out", str(tmp_path / "resumed")], tmp_path / "resumed", env)
+    assert resumed["returncode"] == 0, resumed["err"][-3000:]
+    assert 0 < resumed["stopped"]["step"] < EPOCHS * 55
+    mine, reference = load_state(tmp_path / "resumed"), load_state(tmp_path / "whole")
+    generators = reference["rng_cpu_ranks"]  # each rank's torch generator, saved with the run
+    assert len(generators) == 2 and not torch.equal(generators[0], generators[1])  # different masks
+    assert torch.equal(generators[0], reference["rng_cpu"])  # rank 0 draws as one process would
+    # stopped and resumed, each rank took up its own masks where it left them: the same weights, bit for bit
+    for name, tensor in reference["model"].items():
+        assert torch.equal(mine["model"][name], tensor), name
 
 
 def test_the_console_shows_each_line_once(two_process_run: dict):
@@ -184,7 +205,12 @@ def _agreement_worker(rank: int, port: int, results: "mp.Queue") -> None:
     try:
         hidden = (torch.full((1, 2, 3), float(rank)), torch.full((1, 2, 3), 10.0 + rank))
         rows = dist_utils.gather_rows(hidden)
+        torch.manual_seed(dist_utils.rank_seed(5, rank))
+        generators = dist_utils.gather_rng_states(torch.device("cpu"))["rng_cpu_ranks"]
+        first = torch.rand(3)
+        dist_utils.set_own_rng_state({"rng_cpu_ranks": generators}, rank=rank, device=torch.device("cpu"))
         results.put((rank, {
+            "draws": (first.tolist(), torch.rand(3).tolist()),
             # rank 1 alone reached the time budget / caught SIGTERM: both must stop
             "flag": dist_utils.agree((rank == 1, False), signal.SIGTERM if rank == 1 else None),
             "clock": dist_utils.max_over_ranks(1.5 + rank),
@@ -217,6 +243,11 @@ def test_ranks_that_see_different_things_reach_the_same_decision():
         assert answer["name"] == "runs/20261127-213600-tiny"
         assert answer["rows"] == [0.0, 0.0, 1.0, 1.0]  # rank 0's rows, then rank 1's
         assert answer["own"] is True
+        first, again = answer["draws"]
+        assert first == again  # its own generator back from the gathered rows
+    assert answers[0]["draws"][0] != answers[1]["draws"][0]  # ...which differ between ranks
+    single = torch.Generator().manual_seed(5)
+    assert answers[0]["draws"][0] == torch.rand(3, generator=single).tolist()  # rank 0 draws as one process
 
 
 def test_under_torchrun_a_process_never_picks_a_device_its_peers_cannot_share(monkeypatch):

@@ -27,6 +27,7 @@ import logging
 import os
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -218,6 +219,43 @@ def broadcast_weights(model: torch.nn.Module) -> None:
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
             dist.broadcast(tensor.data, src=0)
+
+
+# ------------------------------------------------------------------------------------ random draws
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank r's own draws (dropout masks): rank 0 keeps ``seed`` and draws as one process
+    with that seed does; the others mix in their rank, so no two ranks drop the same units."""
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def gather_rng_states(device: torch.device) -> dict[str, torch.Tensor]:
+    """Every rank's torch generator states in rank order, (W, n) bytes each, for the resume state:
+    ``rng_cpu_ranks`` and, on GPUs, ``rng_cuda_ranks``. Every rank must call it; {} with one process."""
+    if not is_active() or dist.get_world_size() == 1:
+        return {}
+    states = {"rng_cpu_ranks": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["rng_cuda_ranks"] = torch.cuda.get_rng_state(device)
+    gathered = {}
+    for key, state in states.items():
+        local = state.to(device)  # NCCL moves only GPU tensors
+        parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, local)
+        gathered[key] = torch.stack(parts).cpu()
+    return gathered
+
+
+def set_own_rng_state(saved: dict, *, rank: int, device: torch.device) -> None:
+    """Restore this rank's torch generators from ``gather_rng_states``'s rows in a resume state (a
+    state without them, from one process or an older lstmgen, leaves the generators as they are)."""
+    if "rng_cpu_ranks" in saved and rank < len(saved["rng_cpu_ranks"]):
+        torch.set_rng_state(saved["rng_cpu_ranks"][rank].clone())
+    if device.type == "cuda" and "rng_cuda_ranks" in saved and rank < len(saved["rng_cuda_ranks"]):
+        torch.cuda.set_rng_state(saved["rng_cuda_ranks"][rank].clone(), device)
 
 
 # ------------------------------------------------------------------------------------ LSTM state

@@ -360,6 +360,8 @@ class _Trainer:
         self.optimizer = make_optimizer(self.model, tc, self.device)
         self.average = (WeightAverage(self.optimizer.param_groups[0]["params"], tc.ema_decay)
                         if tc.ema_decay else None)
+        if self.rank:  # the same initial weights everywhere, but each rank its own dropout masks
+            torch.manual_seed(dist_utils.rank_seed(tc.seed, self.rank))
         self.wrapped = dist_utils.wrap(self.model, self.device) if dist_utils.is_active() else self.model
 
     def _start(self, state: Optional[dict], resume: bool) -> bool:
@@ -411,7 +413,8 @@ class _Trainer:
         loop.losses = saved["losses"].tolist() if "losses" in saved else []
         loop.grad_norms = saved["grad_norms"].tolist() if "grad_norms" in saved else []
         loop.clipped = int(saved.get("clipped", 0))
-        _set_rng_states(saved, self.device)
+        _set_rng_states(saved, self.device)  # rank 0's, then each rank its own where the state has them
+        dist_utils.set_own_rng_state(saved, rank=self.rank, device=self.device)
         if "hidden" not in saved:
             return None
         return dist_utils.own_rows(saved["hidden"], rank=self.rank, batch_size=self.tc.batch_size, device=self.device)
@@ -419,6 +422,7 @@ class _Trainer:
     def checkpoint(self, *, name: str = STATE_FILE, finished: bool = False) -> None:
         loop = self.loop
         rows = dist_utils.gather_rows(self.hidden)  # every rank's state, laid out as one process's W*B rows
+        rank_rngs = dist_utils.gather_rng_states(self.device)
         if self.rank != 0:
             return
         save_state(self.run_dir, {
@@ -430,7 +434,7 @@ class _Trainer:
             "losses": torch.tensor(loop.losses, dtype=torch.float64),
             "grad_norms": torch.tensor(loop.grad_norms, dtype=torch.float64), "clipped": loop.clipped,
             **({"average": self.average.state_dict()} if self.average is not None else {}),
-            **_rng_states(self.device),
+            **_rng_states(self.device), **rank_rngs,
             # in fp32: under a GPU's autocast the LSTM hands back bf16 states, which a CPU resume cannot take
             **({"hidden": (rows[0].detach().float().cpu(), rows[1].detach().float().cpu())} if rows is not None
                else {}),
