@@ -225,8 +225,8 @@ def broadcast_weights(model: torch.nn.Module) -> None:
 
 
 def rank_seed(seed: int, rank: int) -> int:
-    """The seed of rank r's own draws (dropout masks): rank 0 keeps ``seed`` and draws as one process
-    with that seed does; the others mix in their rank, so no two ranks drop the same units."""
+    """The seed of rank r's own draws (dropout masks): rank 0 keeps ``seed``, the others mix in
+    their rank, so the ranks' masks are drawn independently rather than all alike."""
     if rank == 0:
         return seed
     return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
@@ -250,8 +250,9 @@ def gather_rng_states(device: torch.device) -> dict[str, torch.Tensor]:
 
 
 def set_own_rng_state(saved: dict, *, rank: int, device: torch.device) -> None:
-    """Restore this rank's torch generators from ``gather_rng_states``'s rows in a resume state (a
-    state without them, from one process or an older lstmgen, leaves the generators as they are)."""
+    """Restore this rank's torch generators from ``gather_rng_states``'s rows in a resume state. A
+    state without them (one process, or an older lstmgen whose ranks all drew alike) leaves the
+    generators as ``train`` set them from the state's single copy."""
     if "rng_cpu_ranks" in saved and rank < len(saved["rng_cpu_ranks"]):
         torch.set_rng_state(saved["rng_cpu_ranks"][rank].clone())
     if device.type == "cuda" and "rng_cuda_ranks" in saved and rank < len(saved["rng_cuda_ranks"]):

@@ -3,7 +3,7 @@
 Each step turns the model's log-probabilities for every row of the batch into one token:
 
     log-probs (B, V) -> <unk> banned -> repetition penalty -> no-repeat n-gram bans
-        -> acrostic line starts -> temperature, top-k, top-p -> sample -> forced line breaks
+        -> acrostic line starts -> top-k, temperature, top-p -> sample -> forced line breaks
         -> text, stopping rules
 
 Rows never share state: each keeps its own history, n-gram index and stopping state, so several
@@ -116,6 +116,8 @@ def draw(probs: torch.Tensor, generator: Union[torch.Generator, Sequence[torch.G
     checks of the probabilities that made multinomial a third of a step's sampling time on a CPU.
     """
     race = torch.empty_like(probs)
+    if not isinstance(generator, torch.Generator) and len(generator) != len(probs):
+        raise ValueError(f"{len(generator)} generators for {len(probs)} rows")
     if isinstance(generator, torch.Generator):
         race.exponential_(generator=generator)
     else:
