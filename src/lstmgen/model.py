@@ -191,11 +191,12 @@ class OneTokenSteps:
 
     One token makes each LSTM step a few matrix-vector products, bound by reading the weights. The
     first layer's input product (plus both biases) depends on the token alone, so it is computed the
-    first time a token is fed and looked up after; so each step reads the first layer's
-    hidden-to-hidden weights but not its input weights (upper layers read both; measured: 0.34 ms against nn.LSTM's 0.44 ms a step, embed 256, hidden
-    512, one thread; BENCHMARKS.md, Generation). Equal to ``features`` in eval mode up to float
-    rounding; the table grows with the distinct tokens fed, not with the vocabulary. Not used on a
-    GPU, where cuDNN's LSTM is the fast one.
+    first time a token is fed and looked up after: a step reads the first layer's hidden-to-hidden
+    weights but not its input weights (upper layers read both). Measured: 0.34 ms against nn.LSTM's
+    0.44 ms a step, embed 256, hidden 512, one layer, one thread (BENCHMARKS.md, Generation). Equal
+    to ``features`` in eval mode up to float rounding. The table takes 4 x hidden floats per distinct
+    token fed, and lives as long as one ``generate`` call. Not used on a GPU, where cuDNN's LSTM is
+    the fast one.
     """
 
     def __init__(self, model: LSTMLM) -> None:
