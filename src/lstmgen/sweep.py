@@ -245,11 +245,13 @@ def _collect(out: Path, planned: list[PlannedRun]) -> tuple[list[dict[str, Any]]
         curves[run.name] = [r for r in read_metrics(run_dir) if r.get("split") is None]
     settings = list(planned[0].values)
     write_csv(out / "results.csv", ["run", *settings, *RESULT_COLUMNS[1:]], rows)
-    # a curve's own columns that share a varied setting's name (lr: the scheduled rate at that step) are
-    # written as NAME_now, so the setting's value is not overwritten
-    own = [c if c not in settings else f"{c}_now" for c in CURVE_COLUMNS[1:]]
-    write_csv(out / "curves.csv", ["run", *settings, *own],
-              [{"run": name, **run.values, **{(k if k not in settings else f"{k}_now"): v for k, v in r.items()}}
+    def own(column: str) -> str:
+        # a curve's own column that shares a varied setting's name (lr: the scheduled rate at that step)
+        # is written as NAME_now, so the setting's value is not overwritten
+        return f"{column}_now" if column in settings else column
+
+    write_csv(out / "curves.csv", ["run", *settings, *map(own, CURVE_COLUMNS[1:])],
+              [{"run": name, **run.values, **{own(k): v for k, v in r.items()}}
                for run in planned for name in [run.name] for r in curves[name]])
     return rows, curves
 
