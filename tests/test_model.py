@@ -7,7 +7,7 @@ import torch
 from lstmgen.config import ModelConfig, build_config
 from lstmgen.data import IGNORE_INDEX, row_starts
 from lstmgen.evaluate import describe_oov, score_ids
-from lstmgen.model import LSTMLM, OneTokenSteps, count_parameters
+from lstmgen.model import LSTMLM, count_parameters
 
 
 def test_seed_preset_builds_exactly_the_seeds_architecture():
@@ -55,25 +55,6 @@ def test_state_carries_across_windows_like_one_long_window():
     first, state = model.features(x[:, :4])
     second, _ = model.features(x[:, 4:], state)
     assert torch.allclose(torch.cat([first, second], 1), whole, atol=1e-6)
-
-
-def test_one_token_steps_follow_the_lstm_token_by_token_and_cache_each_token_once():
-    torch.manual_seed(0)
-    for config in (ModelConfig(embed_size=8, hidden_size=16, num_layers=2, dropout=0.3, output="adaptive"),
-                   ModelConfig(embed_size=8, hidden_size=16, output="tied")):  # tied: with the projection
-        model = LSTMLM(config, 300).eval()
-        tokens = torch.randint(0, 40, (3, 25))  # 3 rows, repeated tokens among 40
-        state = model.features(tokens[:, :1])[1]
-        steps = OneTokenSteps(model)
-        fast_state = state
-        with torch.no_grad():
-            for t in range(1, tokens.shape[1]):
-                features, state = model.features(tokens[:, t:t + 1], state)
-                fast, fast_state = steps(tokens[:, t], fast_state)
-                assert fast.shape == features[:, -1].shape
-                assert torch.allclose(fast, features[:, -1], atol=1e-5)
-                assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fast_state, state))
-        assert steps.used == len(tokens[:, 1:].unique())  # one table row per distinct token fed
 
 
 def test_adaptive_cutoffs_follow_the_vocabulary_size():

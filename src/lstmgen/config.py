@@ -97,6 +97,7 @@ class ModelConfig:
                    "--adaptive-cutoffs must be increasing positive integers")
 
 
+PRECISIONS = ("auto", "fp32", "int8")  # generate --precision: the weights a CPU generates with
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
 

@@ -21,8 +21,10 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from lstmgen.config import PRECISIONS
 from lstmgen.errors import LstmgenError
-from lstmgen.model import LSTMLM, OneTokenSteps
+from lstmgen.model import LSTMLM
+from lstmgen.onetoken import OneTokenSteps, resolve_precision
 from lstmgen.tokenizers import Tokenizer
 from lstmgen.vocab import Vocab
 
@@ -44,6 +46,7 @@ class GenerateConfig:
     num_samples: int = 1  # samples per prompt, generated as one batch
     seed: Optional[int] = None  # same seed, same text
     acrostic: Optional[str] = None  # poems: line i begins with character i of this text
+    precision: str = "auto"  # fp32 | int8 weights on a CPU (auto: int8 where torch's kernel is fast)
 
     def __post_init__(self) -> None:
         if self.length <= 0:
@@ -64,6 +67,8 @@ class GenerateConfig:
             raise LstmgenError("--num-samples must be at least 1")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise LstmgenError("--seed must be between 0 and 2**63 - 1")
+        if self.precision not in PRECISIONS:
+            raise LstmgenError(f"--precision must be one of {', '.join(PRECISIONS)}")
         if self.acrostic is not None:
             self.acrostic = "".join(self.acrostic.split())  # a line cannot begin with a space or a line break
             if not self.acrostic:
@@ -272,14 +277,16 @@ def _segment_end(row: _Row, token: str, *, stop_at: str, acrostic: bool) -> Opti
     return None
 
 
-def _write(row: _Row, token_id: int, token: str, seen: torch.Tensor) -> str:
-    """Append one token to the row's text and history; returns the text written."""
+def _write(row: _Row, token_id: int, token: str, seen: Optional[torch.Tensor]) -> str:
+    """Append one token to the row's text and history (and to ``seen``, the row's written tokens for the
+    repetition penalty, when it is on); returns the text written."""
     piece = row.writer.add(token)
     row.segment_chars += len(piece)
     row.line_tokens = 0 if token == "\n" else row.line_tokens + 1
     row.history.append(token_id)
     row.ngrams.add(row.history)
-    seen[token_id] = True
+    if seen is not None:
+        seen[token_id] = True
     return piece
 
 
@@ -333,13 +340,17 @@ def generate(
     config = config or GenerateConfig()
     check_request(prompts, config, tokenizer, vocab)
     device = next(model.parameters()).device
+    precision = resolve_precision(config.precision, device)
     work = sum(p.numel() for p in model.parameters()) * len(prompts) * config.num_samples
     with _Threads(1 if device.type == "cpu" and work < SINGLE_THREAD_BELOW else 0):
-        return _generate(model, tokenizer, vocab, prompts, config, device, on_text)
+        # on a GPU, nn.LSTM (cuDNN) and the model's own output layer are the fast ones
+        steps = OneTokenSteps(model, int8=precision == "int8") if device.type == "cpu" else None
+        return _generate(model, tokenizer, vocab, prompts, config, device, steps, on_text)
 
 
 def _generate(model: LSTMLM, tokenizer: Tokenizer, vocab: Vocab, prompts: Sequence[str], config: GenerateConfig,
-              device: torch.device, on_text: Optional[Callable[[int, str], None]]) -> list[str]:
+              device: torch.device, steps: Optional[OneTokenSteps],
+              on_text: Optional[Callable[[int, str], None]]) -> list[str]:
     model.eval()
     # a fresh seed from the OS, not torch.seed(): that would reseed the global RNG as a side effect
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**63)
@@ -372,20 +383,19 @@ def _generate(model: LSTMLM, tokenizer: Tokenizer, vocab: Vocab, prompts: Sequen
     for i, row in enumerate(rows):
         seen[i, row.history] = True
 
-    _sample_loop(model, vocab, config, rows, h, c, logp, seen, heads, generators, device, on_text)
+    _sample_loop(model, vocab, config, rows, h, c, logp, seen, heads, generators, device, steps, on_text)
     return [row.writer.text for row in rows]
 
 
 def _sample_loop(model: LSTMLM, vocab: Vocab, config: GenerateConfig, rows: list["_Row"], h: torch.Tensor,
                  c: torch.Tensor, logp: torch.Tensor, seen: torch.Tensor, heads: Optional[torch.Tensor],
-                 generators: list[torch.Generator], device: torch.device,
+                 generators: list[torch.Generator], device: torch.device, steps: Optional[OneTokenSteps],
                  on_text: Optional[Callable[[int, str], None]]) -> None:
     """Sample a token for every row, write it, feed it back; until every row is done."""
     unk = vocab.unk_id
     newline = vocab.token_to_id("\n")
     lines = len(heads) if heads is not None else 0
     penalty = math.log(config.repetition_penalty)  # dividing a probability by p subtracts log p
-    steps = OneTokenSteps(model) if device.type == "cpu" else None  # on a GPU, nn.LSTM (cuDNN) is the fast one
     while True:
         logp[:, unk] = -math.inf
         if penalty:
@@ -402,7 +412,7 @@ def _sample_loop(model: LSTMLM, vocab: Vocab, config: GenerateConfig, rows: list
                 if not torch.isinf(kept).all():  # when every token is banned, a repeat beats no text
                     logp[i] = kept
         next_ids = sample_next(logp, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-                               generator=generators)
+                               generator=generators).tolist()
         for i, row in enumerate(rows):
             if row.done:
                 continue
@@ -411,10 +421,10 @@ def _sample_loop(model: LSTMLM, vocab: Vocab, config: GenerateConfig, rows: list
                 row.newline_next = False
             elif lines and row.writer.at_line_start and row.heads_written < lines:
                 row.heads_written += 1  # drawn among the tokens that begin with the acrostic character
-            token = vocab.id_to_token(int(next_ids[i]))
+            token = vocab.id_to_token(next_ids[i])
             end = _segment_end(row, token, stop_at=config.stop_at, acrostic=bool(lines))
             if end != "instead":
-                piece = _write(row, int(next_ids[i]), token, seen[i])
+                piece = _write(row, next_ids[i], token, seen[i] if penalty else None)
                 if end is None and config.stop_at == "sentence" and row.segment_chars >= row.budget \
                         and token[-1:] in END_MARKS:
                     row.closing = True
@@ -431,15 +441,14 @@ def _sample_loop(model: LSTMLM, vocab: Vocab, config: GenerateConfig, rows: list
                 row.newline_next = True
             else:  # the line break takes the place of the token left out, and the model reads it
                 next_ids[i] = newline
-                piece = _write(row, newline, "\n", seen[i])
+                piece = _write(row, newline, "\n", seen[i] if penalty else None)
                 row.segment_chars = 0
                 if on_text is not None:
                     on_text(i, piece)
         if all(row.done for row in rows):
             break
         if steps is not None:
-            features, (h, c) = steps(next_ids, (h, c))
+            logp, (h, c) = steps(next_ids, (h, c))
         else:
-            features, (h, c) = model.features(next_ids.to(device).unsqueeze(1), (h, c))
-            features = features[:, -1]
-        logp = model.log_probs(features).float().cpu()
+            features, (h, c) = model.features(torch.tensor(next_ids, device=device).unsqueeze(1), (h, c))
+            logp = model.log_probs(features[:, -1]).float().cpu()

@@ -186,65 +186,6 @@ class LSTMLM(nn.Module):
         return self.nll(features, targets), state
 
 
-class OneTokenSteps:
-    """The model's features for one token per row at a time, as generation feeds them, on a CPU.
-
-    One token makes each LSTM step a few matrix-vector products, bound by reading the weights. The
-    first layer's input product (plus both biases) depends on the token alone, so it is computed the
-    first time a token is fed and looked up after: a step reads the first layer's hidden-to-hidden
-    weights but not its input weights (upper layers read both). Measured: 0.34 ms against nn.LSTM's
-    0.44 ms a step, embed 256, hidden 512, one layer, one thread (BENCHMARKS.md, Generation). Equal
-    to ``features`` in eval mode up to float rounding. The table takes 4 x hidden floats per distinct
-    token fed, and lives as long as one ``generate`` call. Not used on a GPU, where cuDNN's LSTM is
-    the fast one.
-    """
-
-    def __init__(self, model: LSTMLM) -> None:
-        lstm = model.lstm
-        self.model = model
-        self.layers = [
-            (getattr(lstm, f"weight_ih_l{k}"), getattr(lstm, f"weight_hh_l{k}").t(),
-             getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}"))
-            for k in range(lstm.num_layers)
-        ]
-        self.slot = torch.full((model.vocab_size,), -1, dtype=torch.long)  # token id -> row of ``table``
-        self.table = lstm.weight_hh_l0.new_empty(0, 4 * lstm.hidden_size)
-        self.used = 0
-
-    def input_gates(self, ids: torch.Tensor) -> torch.Tensor:
-        """(B,) token ids -> (B, 4H): the first layer's input product plus biases, computed once per token."""
-        slots = self.slot[ids]
-        new = ids[slots < 0].unique()
-        if len(new):
-            if self.used + len(new) > len(self.table):  # grow by doubling: copies stay linear overall
-                grown = self.table.new_empty(max(2 * len(self.table), self.used + len(new), 64), self.table.shape[1])
-                grown[: self.used] = self.table[: self.used]
-                self.table = grown
-            w_ih, _, bias = self.layers[0]
-            self.table[self.used: self.used + len(new)] = F.linear(self.model.embedding(new), w_ih, bias)
-            self.slot[new] = torch.arange(self.used, self.used + len(new))
-            self.used += len(new)
-            slots = self.slot[ids]
-        return self.table[slots]
-
-    def __call__(self, ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """(B,) token ids and the (h, c) state -> features (B, F) and the new state."""
-        h, c = state
-        hs, cs = [], []
-        x = ids
-        for k, (w_ih, w_hh_t, bias) in enumerate(self.layers):
-            gates = self.input_gates(ids) if k == 0 else F.linear(x, w_ih, bias)
-            gates = torch.addmm(gates, h[k], w_hh_t)  # (B, 4H): input, forget, cell, output gates
-            i, f, g, o = gates.chunk(4, 1)
-            cell = torch.sigmoid(f) * c[k] + torch.sigmoid(i) * torch.tanh(g)
-            x = torch.sigmoid(o) * torch.tanh(cell)
-            hs.append(x)
-            cs.append(cell)
-        if self.model.projection is not None:
-            x = self.model.projection(x)
-        return x, (torch.stack(hs), torch.stack(cs))
-
-
 def count_parameters(model: nn.Module) -> int:
     """Distinct trainable parameters (a tied matrix counts once)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,205 @@
+"""The generator's path through an LSTMLM on a CPU: one token per row at a time, fp32 or int8 weights.
+
+Writing one token per row makes every matrix product a matrix-vector product, bound by reading the
+weights: 6.9 MB of fp32 a character for the default model, more than one core's cache holds.
+OneTokenSteps reads less and calls fewer operators than ``model.features`` followed by
+``model.log_probs``: the first layer's input product is looked up per token, the adaptive softmax's
+head and its clusters' projections are one matrix, and with ``int8`` each matrix is stored as int8
+with one scale per output row (weight-only quantisation: a quarter of the bytes). Measured on the
+default model's whole test split: 0.0003 bits per character above fp32 (BENCHMARKS.md, Generation).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from lstmgen.errors import LstmgenError
+from lstmgen.model import LSTMLM, State
+
+# torch's int8 kernel reads 16 columns at a time, with aligned loads from rows starting at 32-byte
+# boundaries, and checks neither: other widths gave NaN or a crash. A matrix whose input width is not
+# a multiple stays fp32; an input not on the boundary is copied to one.
+INT8_WIDTH_MULTIPLE = 16
+KERNEL_ALIGNMENT = 32
+
+# Below this input width MKL's x @ W.T for one row was about 3x slower than x @ (W.T copied): 28 against
+# 10 us for the default model's 4,314 x 32 cluster. The copy is made up to THIN_COPY_MAX weights (16 MB).
+THIN_WIDTH = 256
+THIN_COPY_MAX = 1 << 22
+
+
+def int8_is_fast() -> bool:
+    """Whether torch has its vectorised int8 matrix kernel here: x86 with AVX2 or AVX-512. Elsewhere
+    "auto" keeps fp32: ARM's kernel is unmeasured here, and the portable one is a plain loop."""
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
+    return hasattr(torch, "_weight_int8pack_mm") and capability in ("AVX2", "AVX512")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"fp32" or "int8" for ``--precision`` on ``device``; "auto" is int8 on a CPU where the kernel is fast.
+
+    Not chosen by the number of rows, though fp32 is the faster from about 32 rows a step: a sample's
+    text would then depend on what else is in the batch.
+    """
+    if precision == "auto":
+        return "int8" if device.type == "cpu" and int8_is_fast() else "fp32"
+    if precision == "int8" and device.type != "cpu":
+        raise LstmgenError("--precision int8 is for generating on a CPU; use fp32 (or auto) on a GPU")
+    if precision == "int8" and not hasattr(torch, "_weight_int8pack_mm"):
+        raise LstmgenError(f"--precision int8 needs a newer PyTorch than {torch.__version__}")
+    return precision
+
+
+def quantize_rows(weight: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, K) fp32 -> int8 (N, K) and bf16 scales (N,): w ~ q * scale, one scale per row.
+
+    The kernel takes bf16 scales. Rounded from a hair above the row's largest |w| / 127, bf16's rounding
+    (a relative 2**-8 at most) cannot bring a scale below it: every w / scale stays within +-127, and q
+    is the nearest point of the grid the kernel uses. A chunk of rows at a time stays in the cache:
+    0.17 s for the seed's 136,729 x 1,024 output layer with two threads, against 0.68 s for the whole
+    matrix at once (0.34 against 4.05 s with one).
+    The result is a new tensor, whose rows the kernel can read aligned.
+    """
+    quantized = torch.empty(weight.shape, dtype=torch.int8)
+    scales = torch.empty(len(weight), dtype=torch.bfloat16)
+    for start in range(0, len(weight), chunk):
+        rows = weight[start: start + chunk]
+        largest = rows.abs().amax(1).clamp_min(torch.finfo(torch.bfloat16).tiny)
+        scale = (largest / 127 * (1 + 2**-7)).bfloat16()
+        scales[start: start + chunk] = scale
+        quantized[start: start + chunk] = (rows / scale.float()[:, None]).round_().clamp_(-127, 127)
+    return quantized, scales
+
+
+class _Linear:
+    """x (B, K) -> x W^T + b (B, N) in fp32, or from int8 weights.
+
+    int8: the weights as ``quantize_rows`` stores them; x is rounded to bf16 for torch's kernel, which
+    returns bf16 (log_softmax then takes it to fp32 as it reads it).
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, *, int8: bool = False) -> None:
+        weight = weight.detach().float()
+        self.in_features = weight.shape[1]
+        self.bias = None if bias is None else bias.detach().float()
+        self.int8 = int8 and self.in_features % INT8_WIDTH_MULTIPLE == 0
+        if self.int8:
+            self.weight, self.scale = quantize_rows(weight)
+        elif self.in_features < THIN_WIDTH and weight.numel() <= THIN_COPY_MAX:
+            self.weight_t = weight.t().contiguous()
+        else:
+            self.weight_t = weight.t()
+
+    def __call__(self, x: torch.Tensor, add: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x W^T + b (+ ``add``, (B, N)): fp32, or bf16 from int8 weights without ``add`` or a bias."""
+        if not self.int8:
+            x = x.float()  # no copy when it is already (an int8 layer before may give bf16)
+            extra = add if self.bias is None else self.bias if add is None else add + self.bias
+            return x @ self.weight_t if extra is None else torch.addmm(extra, x, self.weight_t)
+        if not (x.dtype == torch.bfloat16 and x.is_contiguous() and x.data_ptr() % KERNEL_ALIGNMENT == 0):
+            x = x.to(torch.bfloat16, copy=True).contiguous()  # a new tensor starts aligned
+        out = torch._weight_int8pack_mm(x, self.weight, self.scale)
+        for extra in (self.bias, add):
+            if extra is not None:
+                out = torch.add(extra, out)  # fp32 + bf16 -> fp32
+        return out
+
+
+class OneTokenSteps:
+    """Log-probabilities of the next token for one token per row at a time, on a CPU.
+
+    ``steps(ids, state)`` gives what ``model.log_probs(model.features(ids[:, None], state)[0][:, -1])``
+    gives (up to float rounding in fp32), and the new state. The first layer's input product (plus both
+    biases) depends on the token alone: it is computed the first time a token is fed (from int8 weights
+    too, with ``int8``) and looked up after. The table takes 4 x hidden floats per distinct token fed and lives as long as the
+    object (one ``generate`` call). Not used on a GPU, where cuDNN's LSTM is the fast one.
+    """
+
+    def __init__(self, model: LSTMLM, *, int8: bool = False) -> None:
+        lstm = model.lstm
+        self.model = model
+        self.hidden = lstm.hidden_size
+        self.recurrent = [_Linear(getattr(lstm, f"weight_hh_l{k}"), int8=int8) for k in range(lstm.num_layers)]
+        self.upper_inputs = [_Linear(getattr(lstm, f"weight_ih_l{k}"),
+                                     getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}"), int8=int8)
+                             for k in range(1, lstm.num_layers)]
+        self.first_input = _Linear(lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0, int8=int8)
+        self.slot: dict[int, int] = {}  # token id -> row of ``table``
+        self.table = lstm.weight_hh_l0.new_empty(0, 4 * lstm.hidden_size)
+        self.used = 0
+
+        self.projection = None if model.projection is None else _Linear(model.projection.weight, int8=int8)
+        adaptive = model.adaptive
+        if adaptive is None:
+            self.decoder = _Linear(model.decoder.weight, model.decoder.bias, int8=int8)
+            return
+        # Every cluster's projection and the head read the same features: one matrix, the projections
+        # first. Where their widths are multiples of 16 (the default model's 128 and 32), each one's
+        # scores start on a 32-byte boundary and, for one row, the int8 kernel reads them in place.
+        projections = [tail[0].weight for tail in adaptive.tail]
+        self.projected = sum(len(w) for w in projections)
+        bias = None if adaptive.head.bias is None else F.pad(adaptive.head.bias, (self.projected, 0))
+        self.head = _Linear(torch.cat(projections + [adaptive.head.weight]), bias, int8=int8)
+        self.clusters = [_Linear(tail[1].weight, int8=int8) for tail in adaptive.tail]
+
+    def input_gates(self, ids: list[int]) -> torch.Tensor:
+        """Token ids -> (B, 4H): the first layer's input product plus biases, computed once per token."""
+        new = sorted({i for i in ids if i not in self.slot})
+        if new:
+            if self.used + len(new) > len(self.table):  # grow by doubling: copies stay linear overall
+                grown = self.table.new_empty(max(2 * len(self.table), self.used + len(new), 64), self.table.shape[1])
+                grown[: self.used] = self.table[: self.used]
+                self.table = grown
+            self.table[self.used: self.used + len(new)] = self.first_input(self.model.embedding(torch.tensor(new)))
+            self.slot.update((token, self.used + j) for j, token in enumerate(new))
+            self.used += len(new)
+        if len(ids) == 1:
+            row = self.slot[ids[0]]
+            return self.table[row: row + 1]
+        return self.table[[self.slot[i] for i in ids]]
+
+    def features(self, ids: Union[torch.Tensor, Sequence[int]], state: State) -> tuple[torch.Tensor, State]:
+        """(B,) token ids and the (h, c) state -> features (B, F) and the new state."""
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        h, c = state
+        size = self.hidden
+        hs, cs = [], []
+        for k, recurrent in enumerate(self.recurrent):
+            extra = self.input_gates(ids) if k == 0 else self.upper_inputs[k - 1](x)
+            gates = recurrent(h[k], add=extra)  # (B, 4H): input, forget, cell, output gates
+            sig = torch.sigmoid(gates)  # one call for all four; the cell gate's share is not used
+            cell = torch.addcmul(sig[:, size: 2 * size] * c[k], sig[:, :size], torch.tanh(gates[:, 2 * size: 3 * size]))
+            x = sig[:, 3 * size:] * torch.tanh(cell)
+            hs.append(x)
+            cs.append(cell)
+        state = (x[None], cell[None]) if len(hs) == 1 else (torch.stack(hs), torch.stack(cs))
+        if self.projection is not None:
+            x = self.projection(x)
+        return x, state
+
+    def log_probs(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, F) features -> (B, V) log-probabilities, as ``model.log_probs``."""
+        if self.model.adaptive is None:
+            return torch.log_softmax(self.decoder(features), dim=-1, dtype=torch.float32)
+        adaptive = self.model.adaptive
+        scores = self.head(features)  # (B, every cluster's projection + head)
+        head = torch.log_softmax(scores[:, self.projected:], dim=1, dtype=torch.float32)
+        short = adaptive.shortlist_size
+        out = head.new_empty(len(scores), adaptive.n_classes)
+        out[:, :short] = head[:, :short]
+        start = 0
+        for i, cluster in enumerate(self.clusters):
+            projected = scores[:, start: start + cluster.in_features]
+            start += cluster.in_features
+            # log p(token) = log p(its cluster) + log p(token | cluster)
+            torch.add(torch.log_softmax(cluster(projected), dim=1, dtype=torch.float32), head[:, short + i: short + i + 1],
+                      out=out[:, adaptive.cutoffs[i]: adaptive.cutoffs[i + 1]])
+        return out
+
+    def __call__(self, ids: Union[torch.Tensor, Sequence[int]], state: State) -> tuple[torch.Tensor, State]:
+        """(B,) token ids and the (h, c) state -> (B, V) log-probabilities of the next token and the new state."""
+        features, state = self.features(ids, state)
+        return self.log_probs(features), state
