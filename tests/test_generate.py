@@ -1,7 +1,12 @@
 
 import torch
 
-from lstmgen.generate import _NgramIndex, candidates, draw, sample_next
+import math
+
+import pytest
+
+from lstmgen.errors import LstmgenError
+from lstmgen.generate import FEW_CANDIDATES, _NgramIndex, candidates, draw, kept_weights, sample_next
 
 
 def test_top_k_keeps_the_k_likeliest():
@@ -45,6 +50,33 @@ def test_sampling_draws_only_candidates_in_proportion():
     counts = torch.bincount(draws, minlength=5).float() / len(draws)
     assert counts[3] == 0 and counts[4] == 0
     assert torch.allclose(counts[:3], torch.softmax(torch.tensor([2.0, 1.0, 0.5]), -1), atol=0.03)
+
+
+def test_few_candidates_are_weighed_in_python_as_candidates_weighs_them():
+    torch.manual_seed(0)
+    for temperature, top_p in ((1.0, 1.0), (0.8, 0.95), (0.3, 0.5), (2.0, 0.9), (1e-40, 0.95)):
+        logp = torch.log_softmax(torch.randn(20, 100) * 3, -1)
+        logp[:, 3] = -math.inf  # as <unk> is
+        probs, _ = candidates(logp, temperature=temperature, top_k=40, top_p=top_p)
+        best, _ = torch.topk(logp, 40)
+        for row, scores in zip(probs, best.tolist()):
+            weights = torch.tensor(kept_weights(scores, temperature=temperature, top_p=top_p), dtype=torch.float64)
+            kept = int((row > 0).sum())
+            assert len(weights) == kept  # the same nucleus
+            assert torch.allclose(weights / weights.sum(), row[:kept].double() / row[:kept].sum(), atol=1e-6)
+    with pytest.raises(LstmgenError, match="no token a probability"):
+        kept_weights([math.nan] * 3, temperature=1.0, top_p=1.0)
+
+
+def test_python_and_tensor_draws_follow_the_same_distribution():
+    logp = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0] + [-9.0] * 300]).repeat(6000, 1), -1)
+    expected = torch.softmax(torch.tensor([2.0, 1.0, 0.5, -1.0]) / 0.7, -1)
+    for top_k in (4, FEW_CANDIDATES + 1):  # drawn in Python floats, then as tensors
+        top_p = 1.0 if top_k == 4 else 0.999  # the tail of 300 at -9 is cut by top-p instead
+        draws = sample_next(logp, temperature=0.7, top_k=top_k, top_p=top_p,
+                            generator=torch.Generator().manual_seed(1))
+        counts = torch.bincount(draws, minlength=305).float() / len(draws)
+        assert torch.allclose(counts[:4], expected, atol=0.02), top_k
 
 
 def test_greedy_at_temperature_zero_and_seeded_sampling_repeats():

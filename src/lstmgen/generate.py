@@ -101,6 +101,13 @@ def candidates(log_probs: torch.Tensor, *, temperature: float = 1.0, top_k: int 
     return probs, ids
 
 
+# Up to this many candidates a row (--top-k), each row's draw is made in Python floats: the dozen tensor
+# operations that shift, scale, normalise and cut 40 numbers cost more than the numbers themselves
+# (one sample of the default model: 1,920 against 1,720 characters/s; BENCHMARKS.md). More candidates
+# (top-k off or large) are drawn as tensors, by ``candidates`` and ``draw``.
+FEW_CANDIDATES = 256
+
+
 def sample_next(log_probs: torch.Tensor, *, temperature: float, top_k: int, top_p: float,
                 generator: Union[torch.Generator, Sequence[torch.Generator]]) -> torch.Tensor:
     """One token id per row from (B, V) log-probabilities; greedy when temperature is 0.
@@ -109,8 +116,42 @@ def sample_next(log_probs: torch.Tensor, *, temperature: float, top_k: int, top_
     """
     if temperature == 0:
         return log_probs.argmax(dim=-1)
-    probs, ids = candidates(log_probs, temperature=temperature, top_k=top_k, top_p=top_p)
-    return ids.gather(-1, draw(probs, generator)).squeeze(-1)
+    if not top_k or top_k > FEW_CANDIDATES or top_k >= log_probs.shape[-1]:
+        probs, ids = candidates(log_probs, temperature=temperature, top_k=top_k, top_p=top_p)
+        return ids.gather(-1, draw(probs, generator)).squeeze(-1)
+    generators = [generator] * len(log_probs) if isinstance(generator, torch.Generator) else generator
+    if len(generators) != len(log_probs):
+        raise ValueError(f"{len(generators)} generators for {len(log_probs)} rows")
+    best, ids = torch.topk(log_probs, top_k, dim=-1)  # sorted, likeliest first
+    picks = []
+    for scores, row_ids, row_generator in zip(best.tolist(), ids.tolist(), generators):
+        weights = kept_weights(scores, temperature=temperature, top_p=top_p)
+        target = torch.rand((), dtype=torch.float64, generator=row_generator).item() * sum(weights)
+        pick = len(weights) - 1  # if rounding leaves a sliver of target past the last weight
+        for n, weight in enumerate(weights):
+            target -= weight
+            if target < 0:
+                pick = n
+                break
+        picks.append(row_ids[pick])
+    return torch.tensor(picks, dtype=ids.dtype)
+
+
+def kept_weights(scores: list[float], *, temperature: float, top_p: float) -> list[float]:
+    """Unnormalised probabilities of one row's candidates, likeliest first, as ``candidates`` gives them:
+    at ``temperature``, then only the fewest whose probabilities reach ``top_p`` (the likeliest stays)."""
+    top = scores[0]
+    if not math.isfinite(top):  # NaN or every token at -inf: nothing to draw from
+        raise LstmgenError("the model gave no token a probability (are its weights NaN?)")
+    weights = [math.exp((score - top) / temperature) for score in scores]
+    if top_p < 1.0:
+        enough = top_p * sum(weights)
+        above = 0.0
+        for n, weight in enumerate(weights):
+            if above >= enough:  # the tokens ranked above this one already reach top_p
+                return weights[:n]
+            above += weight
+    return weights
 
 
 def draw(probs: torch.Tensor, generator: Union[torch.Generator, Sequence[torch.Generator]]) -> torch.Tensor:
