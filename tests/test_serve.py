@@ -73,6 +73,21 @@ def test_health_and_info_describe_the_run(client: TestClient, trained: Path):
     assert info["best_valid"]["valid_perplexity"] > 1 and info["test"]["test_bits_per_char"] > 0
     assert info["limits"]["length"] == 5000 and info["limits"]["num_samples"] == 8
     assert info["defaults"]["temperature"] == 0.8
+    assert info["precision"] in ("fp32", "int8")  # what --precision auto became on this CPU
+
+
+def test_the_servers_precision_reaches_every_request(trained: Path):
+    from lstmgen.generate import GenerateConfig, generate
+    from lstmgen.runs import load_run
+
+    run = load_run(trained)
+    body = {"prompt": "郭靖", "length": 40, "seed": 5}
+    for precision in ("fp32", "int8"):
+        fixed = TestClient(create_app(trained, precision=precision))
+        assert fixed.get("/info").json()["precision"] == precision
+        expected = generate(run.model, run.tokenizer, run.vocab, ["郭靖"],
+                            GenerateConfig(length=40, seed=5, precision=precision))
+        assert fixed.post("/generate", json=body).json()["texts"] == expected
 
 
 def test_generate_continues_the_prompt_and_the_same_seed_gives_the_same_text(client: TestClient):

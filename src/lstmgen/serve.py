@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
+from lstmgen.config import PRECISIONS
 from lstmgen.errors import LstmgenError
 
 if TYPE_CHECKING:
@@ -171,12 +172,13 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu") -> "FastAPI":
+def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: str = "auto") -> "FastAPI":
     """The FastAPI application serving ``run`` (a run directory or a loaded Run).
 
     Args:
         run: the run to write with.
         device: where to load the model when ``run`` is a path (cpu | cuda | mps).
+        precision: the weights every request generates with (``generate --precision``): auto | fp32 | int8.
     """
     _require_server_packages()
     from typing import Annotated, List, Literal
@@ -190,10 +192,13 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu") -> "FastAPI
 
     from lstmgen import __version__
     from lstmgen.generate import GenerateConfig, check_request
+    from lstmgen.onetoken import resolve_precision
 
+    defaults = GenerateConfig(precision=precision)  # a bad value is said before the model loads
     loaded = _load(run, device)
+    # int8 on a GPU is said now, not per request; /info names what "auto" became
+    weights = resolve_precision(precision, next(loaded.model.parameters()).device)
     desk = ModelDesk(loaded)
-    defaults = GenerateConfig()
     Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 
     class GenerateRequest(BaseModel):
@@ -228,7 +233,8 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu") -> "FastAPI
         config = GenerateConfig(length=body.length, temperature=body.temperature, top_k=body.top_k,
                                 top_p=body.top_p, repetition_penalty=body.repetition_penalty,
                                 no_repeat_ngram=body.no_repeat_ngram, stop_at=body.stop_at,
-                                num_samples=body.num_samples, seed=seed, acrostic=body.acrostic or None)
+                                num_samples=body.num_samples, seed=seed, acrostic=body.acrostic or None,
+                                precision=precision)
         check_request(prompts, config, loaded.tokenizer, loaded.vocab)
         desk.admit()  # last: a request refused above never holds a place in the queue
         return prompts, config
@@ -267,7 +273,7 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu") -> "FastAPI
 
     @app.get("/info")
     async def info() -> dict:
-        return {**run_info(loaded), "lstmgen_version": __version__,
+        return {**run_info(loaded), "lstmgen_version": __version__, "precision": weights,
                 "defaults": GenerateRequest().model_dump(exclude={"prompts", "seed", "acrostic"})}
 
     @app.post("/generate")
@@ -384,12 +390,13 @@ def _merge_text(items: list[dict]) -> list[dict]:
 # ------------------------------------------------------------------------------ the subcommand
 
 
-def serve(run: Union[str, Path], *, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu") -> None:
+def serve(run: Union[str, Path], *, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",
+          precision: str = "auto") -> None:
     """Serve ``run`` until interrupted (Ctrl+C)."""
     _require_server_packages()
     import uvicorn
 
-    app = create_app(run, device=device)
+    app = create_app(run, device=device, precision=precision)
     if host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("listening on %s: anyone who can reach it can use the model (there is no login)", host)
     shown = f"[{host}]" if ":" in host else host
@@ -408,7 +415,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise LstmgenError("--port must be between 1 and 65535")
-    serve(args.run, host=args.host, port=args.port, device=str(pick_device(args.device)))
+    serve(args.run, host=args.host, port=args.port, device=str(pick_device(args.device)), precision=args.precision)
     return 0
 
 
@@ -419,4 +426,6 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="weights on a CPU, as for generate (auto: int8 where torch's kernel is fast)")
     p.set_defaults(func=cmd_serve)
