@@ -82,12 +82,15 @@ def test_the_servers_precision_reaches_every_request(trained: Path):
 
     run = load_run(trained)
     body = {"prompt": "郭靖", "length": 40, "seed": 5}
+    written = {}
     for precision in ("fp32", "int8"):
         fixed = TestClient(create_app(trained, precision=precision))
         assert fixed.get("/info").json()["precision"] == precision
-        expected = generate(run.model, run.tokenizer, run.vocab, ["郭靖"],
-                            GenerateConfig(length=40, seed=5, precision=precision))
-        assert fixed.post("/generate", json=body).json()["texts"] == expected
+        written[precision] = generate(run.model, run.tokenizer, run.vocab, ["郭靖"],
+                                      GenerateConfig(length=40, seed=5, precision=precision))
+        assert fixed.post("/generate", json=body).json()["texts"] == written[precision]
+        assert fixed.post("/generate", json=body).json()["texts"] == written[precision]  # its weights, kept
+    assert written["fp32"] != written["int8"]  # so the check above can tell the two apart
 
 
 def test_generate_continues_the_prompt_and_the_same_seed_gives_the_same_text(client: TestClient):

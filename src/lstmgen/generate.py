@@ -24,7 +24,7 @@ import torch
 from lstmgen.config import PRECISIONS
 from lstmgen.errors import LstmgenError
 from lstmgen.model import LSTMLM
-from lstmgen.onetoken import OneTokenSteps, resolve_precision
+from lstmgen.onetoken import OneTokenSteps, StepWeights, resolve_precision
 from lstmgen.tokenizers import Tokenizer
 from lstmgen.vocab import Vocab
 
@@ -364,6 +364,7 @@ def generate(
     config: Optional[GenerateConfig] = None,
     *,
     on_text: Optional[Callable[[int, str], None]] = None,
+    weights: Optional[StepWeights] = None,
 ) -> list[str]:
     """Continue each prompt ``config.num_samples`` times, all rows as one batch.
 
@@ -372,6 +373,8 @@ def generate(
             title line and the acrostic lines follow it.
         on_text: called with (row, new text) as it is written: streaming. It may raise to stop
             generating (a server does when its client goes away); the exception propagates.
+        weights: on a CPU, the model's matrices prepared once (``StepWeights``) for many calls, at the
+            precision ``config.precision`` comes to; built for this call when left out.
 
     Returns:
         one text per row (prompt i's samples are rows i*num_samples ... ), each the prompt
@@ -381,11 +384,13 @@ def generate(
     config = config or GenerateConfig()
     check_request(prompts, config, tokenizer, vocab)
     device = next(model.parameters()).device
-    precision = resolve_precision(config.precision, device)
+    int8 = resolve_precision(config.precision, device) == "int8"
+    if weights is not None and weights.int8 != int8:
+        raise ValueError(f"StepWeights with int8={weights.int8} for --precision {config.precision}")
     work = sum(p.numel() for p in model.parameters()) * len(prompts) * config.num_samples
     with _Threads(1 if device.type == "cpu" and work < SINGLE_THREAD_BELOW else 0):
         # on a GPU, nn.LSTM (cuDNN) and the model's own output layer are the fast ones
-        steps = OneTokenSteps(model, int8=precision == "int8") if device.type == "cpu" else None
+        steps = OneTokenSteps(model, int8=int8, weights=weights) if device.type == "cpu" else None
         return _generate(model, tokenizer, vocab, prompts, config, device, steps, on_text)
 
 

@@ -4,8 +4,9 @@ Writing one token per row makes every matrix product a matrix-vector product, bo
 weights: 6.9 MB of fp32 a character for the default model, more than one core's cache holds.
 OneTokenSteps reads less and calls fewer operators than ``model.features`` followed by
 ``model.log_probs``: the first layer's input product is looked up per token, the adaptive softmax's
-head and its clusters' projections are one matrix, and with ``int8`` each matrix is stored as int8
-with one scale per output row (weight-only quantisation: a quarter of the bytes). Measured on the
+head and its clusters' projections are one matrix, and with ``int8`` every matrix is stored as int8
+with one scale per output row (weight-only quantisation: a quarter of the bytes), prepared once in
+StepWeights. Measured on the
 default model's whole test split: 0.0003 bits per character above fp32 (BENCHMARKS.md, Generation).
 """
 
@@ -20,8 +21,9 @@ from lstmgen.errors import LstmgenError
 from lstmgen.model import LSTMLM, State
 
 # torch's int8 kernel reads 16 columns at a time, with aligned loads from rows starting at 32-byte
-# boundaries, and checks neither: other widths gave NaN or a crash. A matrix whose input width is not
-# a multiple stays fp32; an input not on the boundary is copied to one.
+# boundaries, and checks neither: other widths gave NaN or a crash. A matrix of another input width
+# gets zero columns up to a multiple (and its input zeros to match); an input not on the boundary is
+# copied to one.
 INT8_WIDTH_MULTIPLE = 16
 KERNEL_ALIGNMENT = 32
 
@@ -56,9 +58,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def quantize_rows(weight: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, K) fp32 -> int8 (N, K) and bf16 scales (N,): w ~ q * scale, one scale per row.
 
-    The kernel takes bf16 scales. Rounded from a hair above the row's largest |w| / 127, bf16's rounding
-    (a relative 2**-8 at most) cannot bring a scale below it: every w / scale stays within +-127, and q
-    is the nearest point of the grid the kernel uses. A chunk of rows at a time stays in the cache:
+    The kernel takes bf16 scales: each is the smallest bf16 value not below the row's largest |w| / 127,
+    so every w / scale stays within +-127 and q is the nearest point of the grid the kernel uses. A
+    chunk of rows at a time stays in the cache:
     0.17 s for the seed's 136,729 x 1,024 output layer with two threads, against 0.68 s for the whole
     matrix at once (0.34 against 4.05 s with one).
     The result is a new tensor, whose rows the kernel can read aligned.
@@ -67,8 +69,10 @@ def quantize_rows(weight: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor
     scales = torch.empty(len(weight), dtype=torch.bfloat16)
     for start in range(0, len(weight), chunk):
         rows = weight[start: start + chunk]
-        largest = rows.abs().amax(1).clamp_min(torch.finfo(torch.bfloat16).tiny)
-        scale = (largest / 127 * (1 + 2**-7)).bfloat16()
+        exact = rows.abs().amax(1).clamp_min(torch.finfo(torch.bfloat16).tiny) / 127
+        scale = exact.bfloat16()
+        low = scale.float() < exact  # rounded down: one step up (positive bf16 values order as their bits)
+        scale[low] = (scale[low].view(torch.int16) + 1).view(torch.bfloat16)
         scales[start: start + chunk] = scale
         quantized[start: start + chunk] = (rows / scale.float()[:, None]).round_().clamp_(-127, 127)
     return quantized, scales
@@ -85,9 +89,10 @@ class _Linear:
         weight = weight.detach().float()
         self.in_features = weight.shape[1]
         self.bias = None if bias is None else bias.detach().float()
-        self.int8 = int8 and self.in_features % INT8_WIDTH_MULTIPLE == 0
-        if self.int8:
-            self.weight, self.scale = quantize_rows(weight)
+        self.int8 = int8
+        if int8:
+            self.pad = -self.in_features % INT8_WIDTH_MULTIPLE
+            self.weight, self.scale = quantize_rows(F.pad(weight, (0, self.pad)))
         elif self.in_features < THIN_WIDTH and weight.numel() <= THIN_COPY_MAX:
             self.weight_t = weight.t().contiguous()
         else:
@@ -99,8 +104,10 @@ class _Linear:
             x = x.float()  # no copy when it is already (an int8 layer before may give bf16)
             extra = add if self.bias is None else self.bias if add is None else add + self.bias
             return x @ self.weight_t if extra is None else torch.addmm(extra, x, self.weight_t)
-        if not (x.dtype == torch.bfloat16 and x.is_contiguous() and x.data_ptr() % KERNEL_ALIGNMENT == 0):
-            x = x.to(torch.bfloat16, copy=True).contiguous()  # a new tensor starts aligned
+        if self.pad:
+            x = F.pad(x.to(torch.bfloat16), (0, self.pad))  # a new tensor, and new tensors start aligned
+        elif not (x.dtype == torch.bfloat16 and x.is_contiguous() and x.data_ptr() % KERNEL_ALIGNMENT == 0):
+            x = x.to(torch.bfloat16, copy=True).contiguous()
         out = torch._weight_int8pack_mm(x, self.weight, self.scale)
         for extra in (self.bias, add):
             if extra is not None:
@@ -108,29 +115,24 @@ class _Linear:
         return out
 
 
-class OneTokenSteps:
-    """Log-probabilities of the next token for one token per row at a time, on a CPU.
+class StepWeights:
+    """The model's matrices as OneTokenSteps reads them, fp32 or int8.
 
-    ``steps(ids, state)`` gives what ``model.log_probs(model.features(ids[:, None], state)[0][:, -1])``
-    gives (up to float rounding in fp32), and the new state. The first layer's input product (plus both
-    biases) depends on the token alone: it is computed the first time a token is fed (from int8 weights
-    too, with ``int8``) and looked up after. The table takes 4 x hidden floats per distinct token fed and lives as long as the
-    object (one ``generate`` call). Not used on a GPU, where cuDNN's LSTM is the fast one.
+    Built once per model and precision, and shared by any number of ``generate`` calls (``lstmgen
+    serve`` keeps one): quantising the seed's model takes a few tenths of a second. They are a snapshot:
+    build new ones after the model's weights change.
     """
 
     def __init__(self, model: LSTMLM, *, int8: bool = False) -> None:
         lstm = model.lstm
         self.model = model
+        self.int8 = int8
         self.hidden = lstm.hidden_size
         self.recurrent = [_Linear(getattr(lstm, f"weight_hh_l{k}"), int8=int8) for k in range(lstm.num_layers)]
         self.upper_inputs = [_Linear(getattr(lstm, f"weight_ih_l{k}"),
                                      getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}"), int8=int8)
                              for k in range(1, lstm.num_layers)]
         self.first_input = _Linear(lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0, int8=int8)
-        self.slot: dict[int, int] = {}  # token id -> row of ``table``
-        self.table = lstm.weight_hh_l0.new_empty(0, 4 * lstm.hidden_size)
-        self.used = 0
-
         self.projection = None if model.projection is None else _Linear(model.projection.weight, int8=int8)
         adaptive = model.adaptive
         if adaptive is None:
@@ -145,6 +147,31 @@ class OneTokenSteps:
         self.head = _Linear(torch.cat(projections + [adaptive.head.weight]), bias, int8=int8)
         self.clusters = [_Linear(tail[1].weight, int8=int8) for tail in adaptive.tail]
 
+
+class OneTokenSteps:
+    """Log-probabilities of the next token for one token per row at a time, on a CPU.
+
+    ``steps(ids, state)`` gives what ``model.log_probs(model.features(ids[:, None], state)[0][:, -1])``
+    gives (up to float rounding in fp32), and the new state. The first layer's input product (plus both
+    biases) depends on the token alone: it is computed the first time a token is fed (from int8 weights
+    too, with ``int8``) and looked up after. The table takes 4 x hidden floats per distinct token fed and
+    lives as long as the object (one ``generate`` call). Not used on a GPU, where cuDNN's LSTM is the
+    fast one.
+
+    Args:
+        weights: the matrices, prepared once and shared (their ``int8`` then decides); built here when
+            left out.
+    """
+
+    def __init__(self, model: LSTMLM, *, int8: bool = False, weights: Optional[StepWeights] = None) -> None:
+        if weights is not None and weights.model is not model:
+            raise ValueError("StepWeights built for another model")
+        self.weights = weights if weights is not None else StepWeights(model, int8=int8)
+        self.model = model
+        self.slot: dict[int, int] = {}  # token id -> row of ``table``
+        self.table = model.lstm.weight_hh_l0.new_empty(0, 4 * model.lstm.hidden_size)
+        self.used = 0
+
     def input_gates(self, ids: list[int]) -> torch.Tensor:
         """Token ids -> (B, 4H): the first layer's input product plus biases, computed once per token."""
         new = sorted({i for i in ids if i not in self.slot})
@@ -153,7 +180,8 @@ class OneTokenSteps:
                 grown = self.table.new_empty(max(2 * len(self.table), self.used + len(new), 64), self.table.shape[1])
                 grown[: self.used] = self.table[: self.used]
                 self.table = grown
-            self.table[self.used: self.used + len(new)] = self.first_input(self.model.embedding(torch.tensor(new)))
+            embedded = self.model.embedding.weight.detach()[new]  # detached: no autograd graph outside no_grad
+            self.table[self.used: self.used + len(new)] = self.weights.first_input(embedded)
             self.slot.update((token, self.used + j) for j, token in enumerate(new))
             self.used += len(new)
         if len(ids) == 1:
@@ -164,11 +192,12 @@ class OneTokenSteps:
     def features(self, ids: Union[torch.Tensor, Sequence[int]], state: State) -> tuple[torch.Tensor, State]:
         """(B,) token ids and the (h, c) state -> features (B, F) and the new state."""
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        weights = self.weights
         h, c = state
-        size = self.hidden
+        size = weights.hidden
         hs, cs = [], []
-        for k, recurrent in enumerate(self.recurrent):
-            extra = self.input_gates(ids) if k == 0 else self.upper_inputs[k - 1](x)
+        for k, recurrent in enumerate(weights.recurrent):
+            extra = self.input_gates(ids) if k == 0 else weights.upper_inputs[k - 1](x)
             gates = recurrent(h[k], add=extra)  # (B, 4H): input, forget, cell, output gates
             sig = torch.sigmoid(gates)  # one call for all four; the cell gate's share is not used
             cell = torch.addcmul(sig[:, size: 2 * size] * c[k], sig[:, :size], torch.tanh(gates[:, 2 * size: 3 * size]))
@@ -176,22 +205,23 @@ class OneTokenSteps:
             hs.append(x)
             cs.append(cell)
         state = (x[None], cell[None]) if len(hs) == 1 else (torch.stack(hs), torch.stack(cs))
-        if self.projection is not None:
-            x = self.projection(x)
+        if weights.projection is not None:
+            x = weights.projection(x)
         return x, state
 
     def log_probs(self, features: torch.Tensor) -> torch.Tensor:
         """(B, F) features -> (B, V) log-probabilities, as ``model.log_probs``."""
-        if self.model.adaptive is None:
-            return torch.log_softmax(self.decoder(features), dim=-1, dtype=torch.float32)
+        weights = self.weights
         adaptive = self.model.adaptive
-        scores = self.head(features)  # (B, every cluster's projection + head)
-        head = torch.log_softmax(scores[:, self.projected:], dim=1, dtype=torch.float32)
+        if adaptive is None:
+            return torch.log_softmax(weights.decoder(features), dim=-1, dtype=torch.float32)
+        scores = weights.head(features)  # (B, every cluster's projection + head)
+        head = torch.log_softmax(scores[:, weights.projected:], dim=1, dtype=torch.float32)
         short = adaptive.shortlist_size
         out = head.new_empty(len(scores), adaptive.n_classes)
         out[:, :short] = head[:, :short]
         start = 0
-        for i, cluster in enumerate(self.clusters):
+        for i, cluster in enumerate(weights.clusters):
             projected = scores[:, start: start + cluster.in_features]
             start += cluster.in_features
             # log p(token) = log p(its cluster) + log p(token | cluster)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from lstmgen.generate import GenerateConfig
+    from lstmgen.onetoken import StepWeights
     from lstmgen.runs import Run
 
 logger = logging.getLogger(__name__)
@@ -91,8 +92,9 @@ class ModelDesk:
     queue must count too, or the 503 past ``MAX_WAITING`` would never come.
     """
 
-    def __init__(self, run: "Run") -> None:
+    def __init__(self, run: "Run", step_weights: Optional["StepWeights"] = None) -> None:
         self.run = run
+        self.step_weights = step_weights  # on a CPU: the matrices every request reads, prepared once
         self._lock = threading.Lock()
         self._count_lock = threading.Lock()
         self.generating = 0
@@ -111,7 +113,7 @@ class ModelDesk:
                     raise _ClientGone()
                 start = time.perf_counter()
                 texts = generate(self.run.model, self.run.tokenizer, self.run.vocab, prompts, config,
-                                 on_text=on_text)
+                                 on_text=on_text, weights=self.step_weights)
                 return texts, time.perf_counter() - start
             finally:
                 self._count(generating=-1)
@@ -192,13 +194,17 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
 
     from lstmgen import __version__
     from lstmgen.generate import GenerateConfig, check_request
-    from lstmgen.onetoken import resolve_precision
+    from lstmgen.onetoken import StepWeights, resolve_precision
 
     defaults = GenerateConfig(precision=precision)  # a bad value is said before the model loads
     loaded = _load(run, device)
     # int8 on a GPU is said now, not per request; /info names what "auto" became
-    weights = resolve_precision(precision, next(loaded.model.parameters()).device)
-    desk = ModelDesk(loaded)
+    model_device = next(loaded.model.parameters()).device
+    precision_used = resolve_precision(precision, model_device)
+    step_weights = None
+    if model_device.type == "cpu":  # quantised once (a few tenths of a second for the seed's model), not per request
+        step_weights = StepWeights(loaded.model, int8=precision_used == "int8")
+    desk = ModelDesk(loaded, step_weights)
     Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 
     class GenerateRequest(BaseModel):
@@ -273,7 +279,7 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
 
     @app.get("/info")
     async def info() -> dict:
-        return {**run_info(loaded), "lstmgen_version": __version__, "precision": weights,
+        return {**run_info(loaded), "lstmgen_version": __version__, "precision": precision_used,
                 "defaults": GenerateRequest().model_dump(exclude={"prompts", "seed", "acrostic"})}
 
     @app.post("/generate")
