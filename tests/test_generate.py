@@ -57,6 +57,7 @@ def test_few_candidates_are_weighed_in_python_as_candidates_weighs_them():
     for temperature, top_p in ((1.0, 1.0), (0.8, 0.95), (0.3, 0.5), (2.0, 0.9), (1e-40, 0.95)):
         logp = torch.log_softmax(torch.randn(20, 100) * 3, -1)
         logp[:, 3] = -math.inf  # as <unk> is
+        logp[10:, 30:] = -math.inf  # as a ban or an acrostic leaves fewer tokens than top-k
         probs, _ = candidates(logp, temperature=temperature, top_k=40, top_p=top_p)
         best, _ = torch.topk(logp, 40)
         for row, scores in zip(probs, best.tolist()):
@@ -64,8 +65,13 @@ def test_few_candidates_are_weighed_in_python_as_candidates_weighs_them():
             kept = int((row > 0).sum())
             assert len(weights) == kept  # the same nucleus
             assert torch.allclose(weights / weights.sum(), row[:kept].double() / row[:kept].sum(), atol=1e-6)
-    with pytest.raises(LstmgenError, match="no token a probability"):
-        kept_weights([math.nan] * 3, temperature=1.0, top_p=1.0)
+    for broken in ([math.nan] * 3, [-math.inf] * 3):
+        with pytest.raises(LstmgenError, match="no token a probability"):
+            kept_weights(broken, temperature=1.0, top_p=1.0)
+    for top_k in (2, 0):  # the Python draw and the tensor one
+        with pytest.raises(LstmgenError, match="no token a probability"):
+            sample_next(torch.full((1, 5), math.nan), temperature=1.0, top_k=top_k, top_p=1.0,
+                        generator=torch.Generator())
 
 
 def test_python_and_tensor_draws_follow_the_same_distribution():

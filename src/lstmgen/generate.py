@@ -75,6 +75,9 @@ class GenerateConfig:
                 raise LstmgenError("--acrostic needs at least one character")
 
 
+NOTHING_TO_DRAW = "the model gave no token a probability (are its weights NaN?)"
+
+
 def candidates(log_probs: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0,
                top_p: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The tokens a draw may pick and their probabilities at ``temperature``, likeliest first: the
@@ -94,6 +97,8 @@ def candidates(log_probs: torch.Tensor, *, temperature: float = 1.0, top_k: int 
         best, ids = torch.topk(log_probs, top_k, dim=-1)  # sorted, likeliest first
     else:
         best, ids = torch.sort(log_probs, dim=-1, descending=True)
+    if not bool(torch.isfinite(best[:, 0]).all()):
+        raise LstmgenError(NOTHING_TO_DRAW)
     probs = torch.softmax(((best - best[:, :1]) / temperature).float(), dim=-1)
     if top_p < 1.0:
         # drop a token when the tokens ranked above it already reach top_p
@@ -139,11 +144,14 @@ def sample_next(log_probs: torch.Tensor, *, temperature: float, top_k: int, top_
 
 def kept_weights(scores: list[float], *, temperature: float, top_p: float) -> list[float]:
     """Unnormalised probabilities of one row's candidates, likeliest first, as ``candidates`` gives them:
-    at ``temperature``, then only the fewest whose probabilities reach ``top_p`` (the likeliest stays)."""
+    at ``temperature``, then only the fewest whose probabilities reach ``top_p`` (the likeliest stays).
+    Candidates of probability 0 (scores at -inf, or too far below the likeliest) are left out."""
     top = scores[0]
     if not math.isfinite(top):  # NaN or every token at -inf: nothing to draw from
-        raise LstmgenError("the model gave no token a probability (are its weights NaN?)")
+        raise LstmgenError(NOTHING_TO_DRAW)
     weights = [math.exp((score - top) / temperature) for score in scores]
+    while not weights[-1]:  # sorted, so zeros come last; weights[0] is 1
+        weights.pop()
     if top_p < 1.0:
         enough = top_p * sum(weights)
         above = 0.0
