@@ -286,6 +286,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from lstmgen.generate import GenerateConfig, generate, unknown_in_prompt
+    from lstmgen.onetoken import resolve_precision
     from lstmgen.runs import load_run
     from lstmgen.train import pick_device
 
@@ -300,7 +301,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
                             acrostic=args.acrostic, precision=args.precision)
     if args.output and not Path(args.output).parent.is_dir():  # said now, not after the text is written
         raise LstmgenError(f"--output {args.output}: no folder {Path(args.output).parent} to write it in")
-    run = load_run(args.run, device=pick_device(args.device))
+    device = pick_device(args.device)
+    resolve_precision(config.precision, device)  # int8 on a GPU: said before the model loads
+    run = load_run(args.run, device=device)
     prompts = args.prompt or [""]
     unknown = list(dict.fromkeys(t for p in prompts for t in unknown_in_prompt(p, run.tokenizer, run.vocab)))
     if unknown:

@@ -46,8 +46,8 @@ def measure_run(run_dir: Path, *, sample_length: int, sample_seed: int) -> dict[
         run.model.to(pick_device(run.config.train.device))
     except LstmgenError:  # trained on a device this machine lacks: measure on the CPU
         pass
-    sample = generate(run.model, run.tokenizer, run.vocab, [""],
-                      GenerateConfig(length=sample_length, seed=sample_seed))[0]
+    sample = generate(run.model, run.tokenizer, run.vocab, [""],  # fp32: the model as trained, on any CPU
+                      GenerateConfig(length=sample_length, seed=sample_seed, precision="fp32"))[0]
     (run_dir / SAMPLE_FILE).write_text(sample + "\n", encoding="utf-8")
     measures: dict[str, Any] = {"sample": sample, "sample_seed": sample_seed, "sample_length": sample_length}
     corpus = run.info.get("corpus")
