@@ -451,7 +451,7 @@ def _sample_loop(model: LSTMLM, vocab: Vocab, config: GenerateConfig, rows: list
     lines = len(heads) if heads is not None else 0
     penalty = math.log(config.repetition_penalty)  # dividing a probability by p subtracts log p
     while True:
-        logp[:, unk] = -math.inf
+        logp.select(1, unk).fill_(-math.inf)
         if penalty:
             logp -= penalty * seen
         for i, row in enumerate(rows):

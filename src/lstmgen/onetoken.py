@@ -142,10 +142,16 @@ class StepWeights:
         # first. Where their widths are multiples of 16 (the default model's 128 and 32), each one's
         # scores start on a 32-byte boundary and, for one row, the int8 kernel reads them in place.
         projections = [tail[0].weight for tail in adaptive.tail]
-        self.projected = sum(len(w) for w in projections)
-        bias = None if adaptive.head.bias is None else F.pad(adaptive.head.bias, (self.projected, 0))
+        projected = sum(len(w) for w in projections)
+        bias = None if adaptive.head.bias is None else F.pad(adaptive.head.bias, (projected, 0))
         self.head = _Linear(torch.cat(projections + [adaptive.head.weight]), bias, int8=int8)
         self.clusters = [_Linear(tail[1].weight, int8=int8) for tail in adaptive.tail]
+        # widths to split at, in one call each (indexing a tensor from Python costs a few us a time):
+        # the head's scores into projections and head; its log-probabilities into shortlist and
+        # clusters; the output into shortlist and each cluster's tokens
+        self.score_split = [len(w) for w in projections] + [adaptive.head_size]
+        self.head_split = [adaptive.shortlist_size] + [1] * len(adaptive.tail)
+        self.out_split = [adaptive.shortlist_size] + [hi - lo for lo, hi in zip(adaptive.cutoffs, adaptive.cutoffs[1:])]
 
 
 class OneTokenSteps:
@@ -198,13 +204,14 @@ class OneTokenSteps:
         hs, cs = [], []
         for k, recurrent in enumerate(weights.recurrent):
             extra = self.input_gates(ids) if k == 0 else weights.upper_inputs[k - 1](x)
-            gates = recurrent(h[k], add=extra)  # (B, 4H): input, forget, cell, output gates
-            sig = torch.sigmoid(gates)  # one call for all four; the cell gate's share is not used
-            cell = torch.addcmul(sig[:, size: 2 * size] * c[k], sig[:, :size], torch.tanh(gates[:, 2 * size: 3 * size]))
-            x = sig[:, 3 * size:] * torch.tanh(cell)
+            gates = recurrent(h.select(0, k), add=extra)  # (B, 4H): input, forget, cell, output gates
+            # one sigmoid for all four gates (the cell gate's share is not used)
+            in_gate, forget, _, out_gate = torch.sigmoid(gates).split(size, dim=1)
+            cell = torch.addcmul(forget * c.select(0, k), in_gate, torch.tanh(gates.narrow(1, 2 * size, size)))
+            x = out_gate * torch.tanh(cell)
             hs.append(x)
             cs.append(cell)
-        state = (x[None], cell[None]) if len(hs) == 1 else (torch.stack(hs), torch.stack(cs))
+        state = (x.unsqueeze(0), cell.unsqueeze(0)) if len(hs) == 1 else (torch.stack(hs), torch.stack(cs))
         if weights.projection is not None:
             x = weights.projection(x)
         return x, state
@@ -215,18 +222,14 @@ class OneTokenSteps:
         adaptive = self.model.adaptive
         if adaptive is None:
             return torch.log_softmax(weights.decoder(features), dim=-1, dtype=torch.float32)
-        scores = weights.head(features)  # (B, every cluster's projection + head)
-        head = torch.log_softmax(scores[:, weights.projected:], dim=1, dtype=torch.float32)
-        short = adaptive.shortlist_size
-        out = head.new_empty(len(scores), adaptive.n_classes)
-        out[:, :short] = head[:, :short]
-        start = 0
-        for i, cluster in enumerate(weights.clusters):
-            projected = scores[:, start: start + cluster.in_features]
-            start += cluster.in_features
+        *projected, head_scores = weights.head(features).split(weights.score_split, dim=1)
+        shortlist, *cluster_priors = torch.log_softmax(head_scores, dim=1, dtype=torch.float32).split(weights.head_split, 1)
+        out = shortlist.new_empty(len(features), adaptive.n_classes)
+        out_shortlist, *out_clusters = out.split(weights.out_split, dim=1)
+        out_shortlist.copy_(shortlist)
+        for cluster, scores, prior, into in zip(weights.clusters, projected, cluster_priors, out_clusters):
             # log p(token) = log p(its cluster) + log p(token | cluster)
-            torch.add(torch.log_softmax(cluster(projected), dim=1, dtype=torch.float32), head[:, short + i: short + i + 1],
-                      out=out[:, adaptive.cutoffs[i]: adaptive.cutoffs[i + 1]])
+            torch.add(torch.log_softmax(cluster(scores), dim=1, dtype=torch.float32), prior, out=into)
         return out
 
     def __call__(self, ids: Union[torch.Tensor, Sequence[int]], state: State) -> tuple[torch.Tensor, State]:
