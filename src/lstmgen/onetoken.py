@@ -12,6 +12,7 @@ default model's whole test split: 0.0003 bits per character above fp32 (BENCHMAR
 
 from __future__ import annotations
 
+import sys
 from typing import Optional, Sequence, Union
 
 import torch
@@ -34,10 +35,12 @@ THIN_COPY_MAX = 1 << 22
 
 
 def int8_is_fast() -> bool:
-    """Whether torch has its vectorised int8 matrix kernel here: x86 with AVX2 or AVX-512. Elsewhere
-    "auto" keeps fp32: ARM's kernel is unmeasured here, and the portable one is a plain loop."""
+    """Whether torch has its vectorised int8 matrix kernel here: x86 with AVX2 or AVX-512, built by GCC
+    or Clang (torch's source leaves the vectorised kernel out of MSVC builds, so not on Windows).
+    Elsewhere "auto" keeps fp32: ARM's kernel is unmeasured here, and the portable one is a plain loop."""
     capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
-    return hasattr(torch, "_weight_int8pack_mm") and capability in ("AVX2", "AVX512")
+    return (hasattr(torch, "_weight_int8pack_mm") and capability in ("AVX2", "AVX512")
+            and not sys.platform.startswith("win"))
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
