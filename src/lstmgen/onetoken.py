@@ -6,8 +6,8 @@ OneTokenSteps reads less and calls fewer operators than ``model.features`` follo
 ``model.log_probs``: the first layer's input product is looked up per token, the adaptive softmax's
 head and its clusters' projections are one matrix, and with ``int8`` every matrix is stored as int8
 with one scale per output row (weight-only quantisation: a quarter of the bytes), prepared once in
-StepWeights. Measured on the
-default model's whole test split: 0.0003 bits per character above fp32 (BENCHMARKS.md, Generation).
+StepWeights. Measured on the default model's whole test split: 0.0003 bits per character above fp32
+(BENCHMARKS.md, Generation).
 """
 
 from __future__ import annotations
@@ -63,10 +63,9 @@ def quantize_rows(weight: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor
 
     The kernel takes bf16 scales: each is the smallest bf16 value not below the row's largest |w| / 127,
     so every w / scale stays within +-127 and q is the nearest point of the grid the kernel uses. A
-    chunk of rows at a time stays in the cache:
-    0.17 s for the seed's 136,729 x 1,024 output layer with two threads, against 0.68 s for the whole
-    matrix at once (0.34 against 4.05 s with one).
-    The result is a new tensor, whose rows the kernel can read aligned.
+    chunk of rows at a time stays in the cache: 0.17 s for a 136,729 x 1,024 output layer (the seed's
+    on the four novels) with two threads, against 0.68 s for the whole matrix at once (0.34 against
+    4.05 s with one). The result is a new tensor, whose rows the kernel can read aligned.
     """
     quantized = torch.empty(weight.shape, dtype=torch.int8)
     scales = torch.empty(len(weight), dtype=torch.bfloat16)
@@ -122,8 +121,8 @@ class StepWeights:
     """The model's matrices as OneTokenSteps reads them, fp32 or int8.
 
     Built once per model and precision, and shared by any number of ``generate`` calls (``lstmgen
-    serve`` keeps one): quantising the seed's model takes a few tenths of a second. They are a snapshot:
-    build new ones after the model's weights change.
+    serve`` keeps one): quantising the seed's model takes a few tenths of a second. int8 weights (and
+    fp32 copies of thin matrices) are copies: build new ones after the model's weights change.
     """
 
     def __init__(self, model: LSTMLM, *, int8: bool = False) -> None:
@@ -149,9 +148,9 @@ class StepWeights:
         bias = None if adaptive.head.bias is None else F.pad(adaptive.head.bias, (projected, 0))
         self.head = _Linear(torch.cat(projections + [adaptive.head.weight]), bias, int8=int8)
         self.clusters = [_Linear(tail[1].weight, int8=int8) for tail in adaptive.tail]
-        # widths to split at, in one call each (indexing a tensor from Python costs a few us a time):
-        # the head's scores into projections and head; its log-probabilities into shortlist and
-        # clusters; the output into shortlist and each cluster's tokens
+        # widths to split at, so that each part has a name: the head's scores into projections and
+        # head; its log-probabilities into shortlist and clusters; the output into shortlist and each
+        # cluster's tokens
         self.score_split = [len(w) for w in projections] + [adaptive.head_size]
         self.head_split = [adaptive.shortlist_size] + [1] * len(adaptive.tail)
         self.out_split = [adaptive.shortlist_size] + [hi - lo for lo, hi in zip(adaptive.cutoffs, adaptive.cutoffs[1:])]
