@@ -178,8 +178,10 @@ def test_bad_settings_are_refused_with_the_flag_named(settings: dict, message: s
 def test_cli_without_a_seed_prints_the_one_it_drew_and_that_seed_writes_the_text_again(run: Run, capsys):
     assert main(["generate", str(run.path), "--prompt", "郭靖", "--length", "40"]) == 0
     captured = capsys.readouterr()
-    seed = re.search(r"^seed (\d+) \(--seed \1 writes this again\)$", captured.err, re.M).group(1)
-    assert main(["generate", str(run.path), "--prompt", "郭靖", "--length", "40", "--seed", seed]) == 0
+    drawn = re.search(r"^seed (\d+) \(--seed \1 --precision (fp32|int8) writes this again\)$", captured.err, re.M)
+    seed, precision = drawn.groups()
+    assert main(["generate", str(run.path), "--prompt", "郭靖", "--length", "40", "--seed", seed,
+                 "--precision", precision]) == 0
     assert capsys.readouterr().out == captured.out
 
 

@@ -302,7 +302,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.output and not Path(args.output).parent.is_dir():  # said now, not after the text is written
         raise LstmgenError(f"--output {args.output}: no folder {Path(args.output).parent} to write it in")
     device = pick_device(args.device)
-    resolve_precision(config.precision, device)  # int8 on a GPU: said before the model loads
+    precision = resolve_precision(config.precision, device)  # int8 on a GPU: said before the model loads
     run = load_run(args.run, device=device)
     prompts = args.prompt or [""]
     unknown = list(dict.fromkeys(t for p in prompts for t in unknown_in_prompt(p, run.tokenizer, run.vocab)))
@@ -327,7 +327,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             print(f"--- sample {i + 1} ---\n{text}")
         sys.stdout.flush()
     if seed != args.seed:
-        print(f"seed {seed} (--seed {seed} writes this again)", file=sys.stderr)
+        # the precision too: on another kind of machine, auto may mean the other one
+        print(f"seed {seed} (--seed {seed} --precision {precision} writes this again)", file=sys.stderr)
     if args.output:
         Path(args.output).write_text("\n\n".join(texts) + "\n", encoding="utf-8")
         print(f"written to {args.output}", file=sys.stderr)
