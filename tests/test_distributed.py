@@ -22,6 +22,7 @@ import torch.multiprocessing as mp
 from conftest import make_text
 from lstmgen import distributed as dist_utils
 from lstmgen.cli import main
+from lstmgen.data import derived_seed
 from lstmgen.runs import WEIGHTS, load_latest_state, load_run, load_state, read_metrics
 
 EPOCHS = 4  # 55 steps per epoch on this corpus: long enough to be stopped half-way
@@ -205,7 +206,7 @@ def _agreement_worker(rank: int, port: int, results: "mp.Queue") -> None:
     try:
         hidden = (torch.full((1, 2, 3), float(rank)), torch.full((1, 2, 3), 10.0 + rank))
         rows = dist_utils.gather_rows(hidden)
-        torch.manual_seed(dist_utils.rank_seed(5, rank))
+        torch.manual_seed(derived_seed(5, rank))
         generators = dist_utils.gather_rng_states(torch.device("cpu"))["rng_cpu_ranks"]
         first = torch.rand(3)
         dist_utils.set_own_rng_state({"rng_cpu_ranks": generators}, rank=rank, device=torch.device("cpu"))

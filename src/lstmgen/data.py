@@ -325,6 +325,15 @@ def device_grid(grid: np.ndarray, device: torch.device, max_share: float = 0.1) 
     return out
 
 
+def derived_seed(seed: int, index: int) -> int:
+    """A seed of its own for draw stream ``index`` (a training rank, a generated sample): 0 keeps
+    ``seed``, the others mix their index in, so that the streams are independent and seed s's stream 1
+    is not seed s+1's stream 0."""
+    if index == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
+
+
 def window_bounds(length: int, index: int, seq_len: int) -> tuple[int, int]:
     """Window ``index`` of a grid of rows of ``length`` tokens: its inputs are columns [start, stop),
     so it trains on ``stop - start`` tokens a row, seq_len except in an epoch's last window."""

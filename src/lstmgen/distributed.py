@@ -27,7 +27,6 @@ import logging
 import os
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -222,14 +221,6 @@ def broadcast_weights(model: torch.nn.Module) -> None:
 
 
 # ------------------------------------------------------------------------------------ random draws
-
-
-def rank_seed(seed: int, rank: int) -> int:
-    """The seed of rank r's own draws (dropout masks): rank 0 keeps ``seed``, the others mix in
-    their rank, so the ranks' masks are drawn independently rather than all alike."""
-    if rank == 0:
-        return seed
-    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def gather_rng_states(device: torch.device) -> dict[str, torch.Tensor]:

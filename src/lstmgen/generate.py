@@ -18,10 +18,10 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
-import numpy as np
 import torch
 
 from lstmgen.config import PRECISIONS
+from lstmgen.data import derived_seed
 from lstmgen.errors import LstmgenError
 from lstmgen.model import LSTMLM
 from lstmgen.onetoken import OneTokenSteps, StepWeights, resolve_precision
@@ -124,9 +124,7 @@ def sample_next(log_probs: torch.Tensor, *, temperature: float, top_k: int, top_
     if not top_k or top_k > FEW_CANDIDATES or top_k >= log_probs.shape[-1]:
         probs, ids = candidates(log_probs, temperature=temperature, top_k=top_k, top_p=top_p)
         return ids.gather(-1, draw(probs, generator)).squeeze(-1)
-    generators = [generator] * len(log_probs) if isinstance(generator, torch.Generator) else generator
-    if len(generators) != len(log_probs):
-        raise ValueError(f"{len(generators)} generators for {len(log_probs)} rows")
+    generators = _one_per_row(generator, len(log_probs))
     best, ids = torch.topk(log_probs, top_k, dim=-1)  # sorted, likeliest first
     picks = []
     for scores, row_ids, row_generator in zip(best.tolist(), ids.tolist(), generators):
@@ -170,22 +168,29 @@ def draw(probs: torch.Tensor, generator: Union[torch.Generator, Sequence[torch.G
     checks of the probabilities that made multinomial a third of a step's sampling time on a CPU.
     """
     race = torch.empty_like(probs)
-    if not isinstance(generator, torch.Generator) and len(generator) != len(probs):
-        raise ValueError(f"{len(generator)} generators for {len(probs)} rows")
     if isinstance(generator, torch.Generator):
         race.exponential_(generator=generator)
     else:
-        for row, row_generator in zip(race, generator):
+        for row, row_generator in zip(race, _one_per_row(generator, len(probs))):
             row.exponential_(generator=row_generator)
     return torch.div(probs, race, out=race).argmax(dim=-1, keepdim=True)
+
+
+def _one_per_row(generator: Union[torch.Generator, Sequence[torch.Generator]],
+                 rows: int) -> Sequence[torch.Generator]:
+    """``generator`` as one per row: a single one serves every row in turn; a sequence must have one per row."""
+    if isinstance(generator, torch.Generator):
+        return [generator] * rows
+    if len(generator) != rows:
+        raise ValueError(f"{len(generator)} generators for {rows} rows")
+    return generator
 
 
 def row_generators(seed: int, num_prompts: int, num_samples: int) -> list[torch.Generator]:
     """One generator per row, seeded by the sample's number alone: sample j of a prompt is the same
     text whatever else is in the batch (other prompts, more samples); sample 0 draws from ``seed``
     itself, the others from ``seed`` and j mixed (so that seed s's sample 1 is not seed s+1's sample 0)."""
-    seeds = [seed] + [int(np.random.SeedSequence([seed, j]).generate_state(1, np.uint64)[0] >> 1)
-                      for j in range(1, num_samples)]
+    seeds = [derived_seed(seed, j) for j in range(num_samples)]
     return [torch.Generator().manual_seed(seeds[j]) for _ in range(num_prompts) for j in range(num_samples)]
 
 

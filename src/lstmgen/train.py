@@ -25,7 +25,7 @@ import torch
 
 from lstmgen import distributed as dist_utils
 from lstmgen.config import RunConfig, every, parse_duration
-from lstmgen.data import batchify, device_grid, get_window, num_windows, window_bounds
+from lstmgen.data import batchify, derived_seed, device_grid, get_window, num_windows, window_bounds
 from lstmgen.errors import LstmgenError
 from lstmgen.evaluate import Score, autocast_context, describe_bits, describe_oov, score_ids
 from lstmgen.model import LSTMLM, count_parameters
@@ -361,7 +361,7 @@ class _Trainer:
         self.average = (WeightAverage(self.optimizer.param_groups[0]["params"], tc.ema_decay)
                         if tc.ema_decay else None)
         if self.rank:  # the same initial weights everywhere, but each rank its own dropout masks
-            torch.manual_seed(dist_utils.rank_seed(tc.seed, self.rank))
+            torch.manual_seed(derived_seed(tc.seed, self.rank))
         self.wrapped = dist_utils.wrap(self.model, self.device) if dist_utils.is_active() else self.model
 
     def _start(self, state: Optional[dict], resume: bool) -> bool:
