@@ -94,7 +94,8 @@ class _Linear:
         self.int8 = int8
         if int8:
             self.pad = -self.in_features % INT8_WIDTH_MULTIPLE
-            self.weight, self.scale = quantize_rows(F.pad(weight, (0, self.pad)))
+            # F.pad copies even with nothing to add: the seed's 520 MB output layer would be copied for nothing
+            self.weight, self.scale = quantize_rows(F.pad(weight, (0, self.pad)) if self.pad else weight)
         elif self.in_features < THIN_WIDTH and weight.numel() <= THIN_COPY_MAX:
             self.weight_t = weight.t().contiguous()
         else:
