@@ -6,7 +6,7 @@ import torch
 from lstmgen.config import ModelConfig
 from lstmgen.errors import LstmgenError
 from lstmgen.model import LSTMLM
-from lstmgen.onetoken import OneTokenSteps, StepWeights, _Linear, int8_is_fast, resolve_precision
+from lstmgen.onetoken import KernelThreads, OneTokenSteps, StepWeights, _Linear, int8_is_fast, resolve_precision
 
 CONFIGS = {
     # hidden 256: both clusters' projections (64 and 16 wide) go int8
@@ -131,3 +131,84 @@ def test_the_step_builds_no_autograd_graph_outside_no_grad():
     h = torch.zeros(1, 1, model.lstm.hidden_size)
     logp, state = OneTokenSteps(model)([5], (h, h))
     assert not logp.requires_grad and not state[0].requires_grad
+
+
+@needs_int8
+@pytest.mark.parametrize("rows", [1, 5, 64])
+def test_the_int8_kernels_numbers_do_not_depend_on_its_threads(rows: int):
+    torch.manual_seed(3)
+    layer = _Linear(torch.randn(1000, 96), torch.randn(1000), int8=True)
+    x = torch.randn(rows, 96)
+    had = torch.get_num_threads()
+    outs = [layer(x, threads=n) for n in (1, 2, 3)]
+    assert torch.get_num_threads() == had  # set for the product alone
+    assert all(torch.equal(outs[0], out) for out in outs[1:])
+
+
+@needs_int8
+def test_steps_with_kernel_threads_give_the_same_numbers_and_time_every_step():
+    torch.manual_seed(4)
+    model = LSTMLM(CONFIGS["adaptive, two layers"], 300).eval()
+    tokens = torch.randint(0, 300, (2, 80))
+    weights = StepWeights(model, int8=True)
+    plain, threaded = OneTokenSteps(model, weights=weights), OneTokenSteps(model, weights=weights, kernel_threads=2)
+    timed = []  # (threads, seconds) of each step
+    chooser = threaded.kernel_threads
+    record = chooser.record
+    chooser.record = lambda seconds: timed.append((chooser.count, seconds)) or record(seconds)
+    h = torch.zeros(2, 2, model.lstm.hidden_size)
+    state = threaded_state = (h, h)
+    with torch.no_grad():
+        for t in range(tokens.shape[1]):
+            logp, state = plain(tokens[:, t], state)
+            out, threaded_state = threaded(tokens[:, t], threaded_state)
+            assert torch.equal(logp, out) and all(torch.equal(a, b) for a, b in zip(state, threaded_state))
+    assert len(timed) == tokens.shape[1] and min(s for _, s in timed) > 0 and {1, 2} <= {n for n, _ in timed}
+    assert plain.kernel_threads is None
+    assert OneTokenSteps(model, kernel_threads=2).kernel_threads is None  # fp32: MKL's numbers may change
+
+
+def _counts(chooser: KernelThreads, seconds: dict, steps: int) -> list[int]:
+    """The thread counts ``chooser`` gives over ``steps`` steps that take seconds[count] each."""
+    counts = []
+    for _ in range(steps):
+        counts.append(chooser.count)
+        chooser.record(seconds[chooser.count])
+    return counts
+
+
+STEP = 1e-4  # seconds: a small model's step, whose windows are WINDOW steps
+
+
+def test_kernel_threads_keep_more_threads_while_they_are_faster_and_time_both_again():
+    chooser = KernelThreads(4)
+    window, kept = KernelThreads.WINDOW, KernelThreads.KEEP * KernelThreads.WINDOW
+    counts = _counts(chooser, {1: STEP, 4: 0.6 * STEP}, 2 * window + kept + 2 * window)
+    assert counts[:window] == [1] * window and counts[window:2 * window] == [4] * window
+    assert counts[2 * window: 2 * window + kept] == [4] * kept
+    assert counts[2 * window + kept:] == [1] * window + [4] * window  # timed again
+
+
+def test_kernel_threads_give_up_on_more_threads_at_once_and_wait_longer_each_time():
+    window, keep = KernelThreads.WINDOW, KernelThreads.KEEP
+    slow = {1: STEP, 2: 5 * STEP}  # a busy machine: a step with two threads waits for a core
+    # given up at the 7th step, when they have taken longer than the whole one-thread window
+    assert _counts(KernelThreads(2), slow, window + 7 + 5) == [1] * window + [2] * 7 + [1] * 5
+    counts = _counts(KernelThreads(2), slow, 4 * (window + 7) + 14 * keep * window)
+    tries = [n for n, (a, b) in enumerate(zip(counts, counts[1:])) if (a, b) == (1, 2)]
+    gaps = [b - a - (window + 7) for a, b in zip(tries, tries[1:])]
+    assert gaps == [keep * window, 2 * keep * window, 4 * keep * window]
+
+
+def test_kernel_threads_kept_go_back_to_timing_when_the_machine_gets_busy():
+    chooser = KernelThreads(2)
+    window = KernelThreads.WINDOW
+    assert _counts(chooser, {1: STEP, 2: 0.5 * STEP}, 2 * window + 10)[-1] == 2
+    counts = _counts(chooser, {1: STEP, 2: 20 * STEP}, 20)  # two such steps take longer than the one-thread window
+    assert counts[:2] == [2, 2] and counts[2:] == [1] * 18 and chooser.timing
+
+
+def test_kernel_threads_windows_are_shorter_for_long_steps():
+    chooser = KernelThreads(2)  # steps of 4 ms (a big model): 3 make a window of more than WINDOW_SECONDS
+    counts = _counts(chooser, {1: 0.004, 2: 0.003}, 6 + 3 * KernelThreads.KEEP + 3)
+    assert counts == [1] * 3 + [2] * 3 + [2] * 3 * KernelThreads.KEEP + [1] * 3

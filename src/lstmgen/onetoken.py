@@ -13,6 +13,7 @@ StepWeights. Measured on the default model's whole test split: 0.0003 bits per c
 from __future__ import annotations
 
 import sys
+import time
 from typing import Optional, Sequence, Union
 
 import torch
@@ -101,8 +102,11 @@ class _Linear:
         else:
             self.weight_t = weight.t()
 
-    def __call__(self, x: torch.Tensor, add: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x W^T + b (+ ``add``, (B, N)): fp32, or bf16 from int8 weights without ``add`` or a bias."""
+    def __call__(self, x: torch.Tensor, add: Optional[torch.Tensor] = None, *, threads: int = 0) -> torch.Tensor:
+        """x W^T + b (+ ``add``, (B, N)): fp32, or bf16 from int8 weights without ``add`` or a bias.
+
+        ``threads``: for int8, the threads torch's kernel takes for this product alone (0: those it has).
+        """
         if not self.int8:
             x = x.float()  # no copy when it is already (an int8 layer before may give bf16)
             extra = add if self.bias is None else self.bias if add is None else add + self.bias
@@ -111,7 +115,15 @@ class _Linear:
             x = F.pad(x.to(torch.bfloat16), (0, self.pad))  # a new tensor, and new tensors start aligned
         elif not (x.dtype == torch.bfloat16 and x.is_contiguous() and x.data_ptr() % KERNEL_ALIGNMENT == 0):
             x = x.to(torch.bfloat16, copy=True).contiguous()
-        out = torch._weight_int8pack_mm(x, self.weight, self.scale)
+        if threads:
+            had = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                out = torch._weight_int8pack_mm(x, self.weight, self.scale)
+            finally:
+                torch.set_num_threads(had)
+        else:
+            out = torch._weight_int8pack_mm(x, self.weight, self.scale)
         for extra in (self.bias, add):
             if extra is not None:
                 out = torch.add(extra, out)  # fp32 + bf16 -> fp32
@@ -157,6 +169,74 @@ class StepWeights:
         self.out_split = [adaptive.shortlist_size] + [hi - lo for lo, hi in zip(adaptive.cutoffs, adaptive.cutoffs[1:])]
 
 
+class KernelThreads:
+    """How many threads torch's int8 kernel takes in each step: one, or ``most`` while steps with them are faster.
+
+    On an idle 2-core machine two threads took the default model's recurrent product from 66 to 37 us,
+    and one sample from about 2,000 to 2,500 characters/s. On a busy one, a step now and then waits
+    milliseconds for a thread the system has not scheduled: with one core busy elsewhere, two threads
+    took that product 0.3-0.8 ms on average, against 0.07 for one (BENCHMARKS.md, Generation). So the
+    counts are timed in turn, over a window of steps: WINDOW steps with one thread (fewer, once they
+    have taken WINDOW_SECONDS: a big model's steps are long), then as many with ``most``, given up as
+    soon as they have taken longer. The faster is kept for the next KEEP windows; after each loss of
+    ``most``, twice as many (up to MAX_KEEP). While ``most`` is kept, a window of steps that takes
+    longer than the one-thread window did starts the timing again. The kernel computes each output on
+    one thread, so the count changes no number (a test checks it): only the time.
+    """
+
+    WINDOW = 32
+    WINDOW_SECONDS = 0.01
+    KEEP = 30
+    MAX_KEEP = 480
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.keep = self.KEEP  # windows to keep one thread after the next loss of ``most``
+        self._time_both()
+
+    def _time_both(self) -> None:
+        self.count = 1  # threads for the coming step
+        self.timing = True  # the coming step is timed against the other count
+        self.spent = {1: 0.0, self.most: 0.0}  # seconds and steps timed with each count
+        self.timed = {1: 0, self.most: 0}
+        self.window = self.WINDOW  # steps a window, set when the one-thread steps have been timed
+        self.left = 0  # steps to run with ``count`` untimed
+        self.window_spent = 0.0  # the current window's time while ``most`` is kept
+
+    def record(self, seconds: float) -> None:
+        """The time the step took with ``count`` threads."""
+        if self.timing:
+            self.spent[self.count] += seconds
+            self.timed[self.count] += 1
+            if self.count == 1:
+                if self.timed[1] == self.WINDOW or self.spent[1] >= self.WINDOW_SECONDS:
+                    self.count, self.window = self.most, self.timed[1]
+            elif self.spent[self.most] > self.spent[1]:
+                self._keep(1)  # more threads lost, whatever the rest of their window would take
+            elif self.timed[self.most] == self.window:
+                self._keep(self.most)
+            return
+        self.left -= 1
+        if self.count == self.most:
+            self.window_spent += seconds
+            if self.window_spent > self.spent[1]:  # slower than one thread was: the machine got busy
+                self._time_both()
+                return
+            if self.left % self.window == 0:
+                self.window_spent = 0.0
+        if not self.left:
+            self._time_both()
+
+    def _keep(self, count: int) -> None:
+        """Run with ``count`` threads, untimed: KEEP windows after ``most`` won; after it lost, ``keep``
+        windows, twice as many each time it loses again (until it wins)."""
+        if count == self.most:
+            windows = self.keep = self.KEEP
+        else:
+            windows, self.keep = self.keep, min(2 * self.keep, self.MAX_KEEP)
+        self.count, self.timing, self.left = count, False, windows * self.window
+
+
 class OneTokenSteps:
     """Log-probabilities of the next token for one token per row at a time, on a CPU.
 
@@ -170,12 +250,19 @@ class OneTokenSteps:
     Args:
         weights: the matrices, prepared once and shared (their ``int8`` then decides); built here when
             left out.
+        kernel_threads: with int8 weights, the most threads the int8 kernel may take while the rest of
+            the step keeps the threads it has: ``KernelThreads`` gives it these or one, whichever steps
+            run faster (None: the kernel, too, keeps the threads it has).
     """
 
-    def __init__(self, model: LSTMLM, *, int8: bool = False, weights: Optional[StepWeights] = None) -> None:
+    def __init__(self, model: LSTMLM, *, int8: bool = False, weights: Optional[StepWeights] = None,
+                 kernel_threads: Optional[int] = None) -> None:
         if weights is not None and weights.model is not model:
             raise ValueError("StepWeights built for another model")
         self.weights = weights if weights is not None else StepWeights(model, int8=int8)
+        self.kernel_threads = (KernelThreads(kernel_threads)
+                               if self.weights.int8 and kernel_threads and kernel_threads > 1 else None)
+        self.threads = 0  # for the int8 kernel in this step (0: the threads torch has)
         self.model = model
         self.slot: dict[int, int] = {}  # token id -> row of ``table``
         self.table = model.lstm.weight_hh_l0.new_empty(0, 4 * model.lstm.hidden_size)
@@ -190,7 +277,7 @@ class OneTokenSteps:
                 grown[: self.used] = self.table[: self.used]
                 self.table = grown
             embedded = self.model.embedding.weight.detach()[new]  # detached: no autograd graph outside no_grad
-            self.table[self.used: self.used + len(new)] = self.weights.first_input(embedded)
+            self.table[self.used: self.used + len(new)] = self.weights.first_input(embedded, threads=self.threads)
             self.slot.update((token, self.used + j) for j, token in enumerate(new))
             self.used += len(new)
         if len(ids) == 1:
@@ -206,8 +293,9 @@ class OneTokenSteps:
         size = weights.hidden
         hs, cs = [], []
         for k, recurrent in enumerate(weights.recurrent):
-            extra = self.input_gates(ids) if k == 0 else weights.upper_inputs[k - 1](x)
-            gates = recurrent(h.select(0, k), add=extra)  # (B, 4H): input, forget, cell, output gates
+            extra = self.input_gates(ids) if k == 0 else weights.upper_inputs[k - 1](x, threads=self.threads)
+            # (B, 4H): input, forget, cell, output gates
+            gates = recurrent(h.select(0, k), add=extra, threads=self.threads)
             # one sigmoid for all four gates (the cell gate's share is not used)
             in_gate, forget, _, out_gate = torch.sigmoid(gates).split(size, dim=1)
             cell = torch.addcmul(forget * c.select(0, k), in_gate, torch.tanh(gates.narrow(1, 2 * size, size)))
@@ -216,7 +304,7 @@ class OneTokenSteps:
             cs.append(cell)
         state = (x.unsqueeze(0), cell.unsqueeze(0)) if len(hs) == 1 else (torch.stack(hs), torch.stack(cs))
         if weights.projection is not None:
-            x = weights.projection(x)
+            x = weights.projection(x, threads=self.threads)
         return x, state
 
     def log_probs(self, features: torch.Tensor) -> torch.Tensor:
@@ -224,18 +312,29 @@ class OneTokenSteps:
         weights = self.weights
         adaptive = self.model.adaptive
         if adaptive is None:
-            return torch.log_softmax(weights.decoder(features), dim=-1, dtype=torch.float32)
-        *projected, head_scores = weights.head(features).split(weights.score_split, dim=1)
+            return torch.log_softmax(weights.decoder(features, threads=self.threads), dim=-1, dtype=torch.float32)
+        *projected, head_scores = weights.head(features, threads=self.threads).split(weights.score_split, dim=1)
         shortlist, *cluster_priors = torch.log_softmax(head_scores, dim=1, dtype=torch.float32).split(weights.head_split, 1)
         out = shortlist.new_empty(len(features), adaptive.n_classes)
         out_shortlist, *out_clusters = out.split(weights.out_split, dim=1)
         out_shortlist.copy_(shortlist)
         for cluster, scores, prior, into in zip(weights.clusters, projected, cluster_priors, out_clusters):
             # log p(token) = log p(its cluster) + log p(token | cluster)
-            torch.add(torch.log_softmax(cluster(scores), dim=1, dtype=torch.float32), prior, out=into)
+            torch.add(torch.log_softmax(cluster(scores, threads=self.threads), dim=1, dtype=torch.float32), prior, out=into)
         return out
 
     def __call__(self, ids: Union[torch.Tensor, Sequence[int]], state: State) -> tuple[torch.Tensor, State]:
         """(B,) token ids and the (h, c) state -> (B, V) log-probabilities of the next token and the new state."""
-        features, state = self.features(ids, state)
-        return self.log_probs(features), state
+        chooser = self.kernel_threads
+        if chooser is None:
+            features, state = self.features(ids, state)
+            return self.log_probs(features), state
+        self.threads = chooser.count
+        start = time.perf_counter()
+        try:
+            features, state = self.features(ids, state)
+            out = self.log_probs(features)
+        finally:
+            self.threads = 0
+        chooser.record(time.perf_counter() - start)
+        return out, state
