@@ -150,6 +150,21 @@ def test_a_samples_text_does_not_depend_on_what_else_is_in_the_batch(run: Run):
     assert write(run, ["郭靖"], length=60, seed=6, num_samples=2)[0] != three[1]  # seed 5's second is not 6's first
 
 
+def test_a_text_does_not_depend_on_the_threads_torch_has(run: Run):
+    import torch
+
+    had = torch.get_num_threads()
+    texts = []
+    try:
+        for threads in (1, 3):  # with more than one, the int8 kernel may take them (timed step by step)
+            torch.set_num_threads(threads)
+            texts.append(write(run, ["郭靖"], length=200, seed=8, num_samples=2))
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(had)
+    assert texts[0] == texts[1]
+
+
 @pytest.mark.parametrize("settings", [
     {"length": 40},
     {"length": 30, "stop_at": "sentence"},

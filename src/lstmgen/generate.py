@@ -344,10 +344,13 @@ def _write(row: _Row, token_id: int, token: str, seen: Optional[torch.Tensor]) -
     return piece
 
 
-# Below this many multiply-adds per step (about parameters x rows), a CPU step is a few small matrix
-# products: splitting each over several threads costs more in handing work out than it saves, and on a
-# busy machine the waiting threads make it up to twenty times slower (measured: 21 ms/step with two
-# threads vs 1 ms/step with one, hidden 256, while other jobs ran).
+# fp32 on a CPU: below this many multiply-adds per step (about parameters x rows), a step is a few small
+# matrix products: splitting each over several threads costs more in handing work out than it saves,
+# and on a busy machine the waiting threads make it up to twenty times slower (measured: 21 ms/step with
+# two threads vs 1 ms/step with one, hidden 256, while other jobs ran). int8 runs on one thread whatever
+# the size, but for torch's int8 kernel, which takes the threads there are while timing says they help
+# (onetoken.KernelThreads). Only that kernel: MKL's fp32 products and the elementwise functions may
+# round otherwise with another number of threads, so a text would depend on the machine's load.
 SINGLE_THREAD_BELOW = 20_000_000
 
 
@@ -401,9 +404,13 @@ def generate(
     if weights is not None and weights.int8 != int8:
         raise ValueError(f"StepWeights with int8={weights.int8} for --precision {config.precision}")
     work = sum(p.numel() for p in model.parameters()) * len(prompts) * config.num_samples
-    with _Threads(1 if device.type == "cpu" and work < SINGLE_THREAD_BELOW else 0):
+    cpu = device.type == "cpu"
+    threads = torch.get_num_threads()
+    if cpu and weights is None:
+        weights = StepWeights(model, int8=int8)  # with every thread: rounding row by row, the same with any number
+    with _Threads(1 if cpu and (int8 or work < SINGLE_THREAD_BELOW) else 0):
         # on a GPU, nn.LSTM (cuDNN) and the model's own output layer are the fast ones
-        steps = OneTokenSteps(model, int8=int8, weights=weights) if device.type == "cpu" else None
+        steps = OneTokenSteps(model, weights=weights, kernel_threads=threads) if cpu else None
         return _generate(model, tokenizer, vocab, prompts, config, device, steps, on_text)
 
 
