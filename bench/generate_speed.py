@@ -3,7 +3,10 @@ with fp32 and with int8 weights; then one model step alone (token in, log-probab
 nn.LSTM and the model's output layer, and through the generator's OneTokenSteps in fp32 and int8; and
 OneTokenSteps with more rows a step.
 
-    python bench/generate_speed.py RUN [--length 2000] [--num-samples 8]
+    python bench/generate_speed.py RUN [--length 2000] [--num-samples 8] [--busy N] [--samples-only]
+
+--busy N keeps N other processes spinning on the CPU while the samples are written: a machine busy
+with other work (generation then times whether the int8 kernel gains from more threads, step by step).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import subprocess
+import sys
 import time
 import warnings
 from typing import Callable, TypeVar
@@ -19,7 +24,7 @@ import torch
 
 from lstmgen.generate import GenerateConfig, generate
 from lstmgen.onetoken import OneTokenSteps
-from lstmgen.runs import load_run
+from lstmgen.runs import Run, load_run
 
 T = TypeVar("T")
 
@@ -30,6 +35,8 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=2000)
     parser.add_argument("--num-samples", type=int, default=8)
     parser.add_argument("--prompt", default="却说")
+    parser.add_argument("--busy", type=int, default=0, help="processes spinning beside the samples")
+    parser.add_argument("--samples-only", action="store_true", help="leave out the model-step tables")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -38,6 +45,30 @@ def main() -> None:
     print(f"load {loaded - start:.2f}s; {run.config.preset} preset, {run.config.tokenizer.tokenizer} tokenizer, "
           f"hidden {run.config.model.hidden_size}, {os.cpu_count()}-core CPU, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), {datetime.date.today()}")
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    if spinners:
+        time.sleep(0.5)  # under way
+        print(f"{args.busy} other processes spinning")
+    try:
+        text = samples(run, args)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    if args.samples_only:
+        return
+    tokens = torch.tensor([run.vocab.token_to_id(t) for t in run.tokenizer.tokenize(text)])
+    times = step_times(run.model, tokens)
+    print(f"one model step (token in, log-probabilities out) over a sample's {len(tokens)} tokens "
+          f"({len(tokens.unique())} distinct), one row, one thread: "
+          + ", ".join(f"{name} {ms:.3f} ms" for name, ms in times.items()))
+    for rows in (1, 8, 32, 128):
+        fp32_ms, int8_ms = batch_step_times(run.model, rows)
+        print(f"OneTokenSteps, {rows} rows a step, one thread: fp32 {fp32_ms:.2f} ms, int8 {int8_ms:.2f} ms")
+
+
+def samples(run: Run, args: argparse.Namespace) -> str:
+    """Time one sample and a batch of samples, fp32 and int8 in turn; returns the last sample's text."""
     text = ""
     for precision in ("fp32", "int8", "fp32", "int8"):  # alternating: a busy moment hits both
         first: list[float] = []
@@ -58,18 +89,12 @@ def main() -> None:
         print(f"{precision}: first character {1000 * (first[0] - begin):.0f} ms after the call; "
               f"one sample: {written / (done - begin):,.0f} characters/s ({written} characters); "
               f"{args.num_samples} samples as one batch: {batch_written / (batch_done - done):,.0f} characters/s")
-    tokens = torch.tensor([run.vocab.token_to_id(t) for t in run.tokenizer.tokenize(text)])
-    times = step_times(run.model, tokens)
-    print(f"one model step (token in, log-probabilities out) over a sample's {len(tokens)} tokens "
-          f"({len(tokens.unique())} distinct), one row, one thread: "
-          + ", ".join(f"{name} {ms:.3f} ms" for name, ms in times.items()))
-    for rows in (1, 8, 32, 128):
-        fp32_ms, int8_ms = batch_step_times(run.model, rows)
-        print(f"OneTokenSteps, {rows} rows a step, one thread: fp32 {fp32_ms:.2f} ms, int8 {int8_ms:.2f} ms")
+    return text
 
 
 def one_thread(measure: Callable[[], T]) -> T:
-    """``measure()`` with torch on one thread, as generate() runs a model this size."""
+    """``measure()`` with torch on one thread, as generate() runs a model this size (but for the int8
+    kernel, which it may give more threads while they are faster)."""
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
