@@ -180,6 +180,12 @@ def _counts(chooser: KernelThreads, seconds: dict, steps: int) -> list[int]:
 STEP = 1e-4  # seconds: a small model's step, whose windows are WINDOW steps
 
 
+@pytest.fixture(autouse=True)
+def idle_machine(monkeypatch):
+    """The chooser's tests as on a machine with cores free, whatever the load of the one running them."""
+    monkeypatch.setattr(KernelThreads, "cores_free", staticmethod(lambda: True))
+
+
 def test_kernel_threads_keep_more_threads_while_they_are_faster_and_time_both_again():
     chooser = KernelThreads(4)
     window, kept = KernelThreads.WINDOW, KernelThreads.KEEP * KernelThreads.WINDOW
@@ -212,3 +218,13 @@ def test_kernel_threads_windows_are_shorter_for_long_steps():
     chooser = KernelThreads(2)  # steps of 4 ms (a big model): 3 make a window of more than WINDOW_SECONDS
     counts = _counts(chooser, {1: 0.004, 2: 0.003}, 6 + 3 * KernelThreads.KEEP + 3)
     assert counts == [1] * 3 + [2] * 3 + [2] * 3 * KernelThreads.KEEP + [1] * 3
+
+
+def test_kernel_threads_do_not_try_more_threads_while_no_core_is_free(monkeypatch):
+    monkeypatch.setattr(KernelThreads, "cores_free", staticmethod(lambda: False))
+    window, keep = KernelThreads.WINDOW, KernelThreads.KEEP
+    counts = _counts(KernelThreads(2), {1: STEP, 2: 0.5 * STEP}, 2 * window + keep * window)
+    assert counts == [1] * (2 * window + keep * window)
+    monkeypatch.setattr(KernelThreads, "cores_free", staticmethod(lambda: True))
+    chooser = KernelThreads(2)
+    assert _counts(chooser, {1: STEP, 2: 0.5 * STEP}, 2 * window)[window:] == [2] * window

@@ -12,6 +12,7 @@ StepWeights. Measured on the default model's whole test split: 0.0003 bits per c
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Optional, Sequence, Union
@@ -179,8 +180,10 @@ class KernelThreads:
     counts are timed in turn, over a window of steps: WINDOW steps with one thread (fewer, once they
     have taken WINDOW_SECONDS: a big model's steps are long), then as many with ``most``, given up as
     soon as they have taken longer. The faster is kept for the next KEEP windows; after each loss of
-    ``most``, twice as many (up to MAX_KEEP). While ``most`` is kept, a window of steps that takes
-    longer than the one-thread window did starts the timing again. The kernel computes each output on
+    ``most``, twice as many (up to MAX_KEEP). ``most`` also loses, untried, while the load average says
+    no core is free (``cores_free``): with other work on every core a try costs up to 50 ms. While
+    ``most`` is kept, a window of steps that takes longer than the one-thread window did starts the
+    timing again. The kernel computes each output on
     one thread, so the count changes no number (a test checks it): only the time.
     """
 
@@ -211,6 +214,8 @@ class KernelThreads:
             if self.count == 1:
                 if self.timed[1] == self.WINDOW or self.spent[1] >= self.WINDOW_SECONDS:
                     self.count, self.window = self.most, self.timed[1]
+                    if not self.cores_free():
+                        self._keep(1)  # not worth a try: one stalled step costs a window or more
             elif self.spent[self.most] > self.spent[1]:
                 self._keep(1)  # more threads lost, whatever the rest of their window would take
             elif self.timed[self.most] == self.window:
@@ -226,6 +231,16 @@ class KernelThreads:
                 self.window_spent = 0.0
         if not self.left:
             self._time_both()
+
+    @staticmethod
+    def cores_free() -> bool:
+        """Whether a core seems free besides this process's: the load average of the last minute is at
+        most the cores less a half (where there is no load average, as on Windows, it is assumed so)."""
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return True
+        return load <= (os.cpu_count() or 1) - 0.5
 
     def _keep(self, count: int) -> None:
         """Run with ``count`` threads, untimed: KEEP windows after ``most`` won; after it lost, ``keep``
