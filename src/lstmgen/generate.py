@@ -406,9 +406,11 @@ def generate(
     work = sum(p.numel() for p in model.parameters()) * len(prompts) * config.num_samples
     cpu = device.type == "cpu"
     threads = torch.get_num_threads()
-    if cpu and weights is None:
-        weights = StepWeights(model, int8=int8)  # with every thread: rounding row by row, the same with any number
-    with _Threads(1 if cpu and (int8 or work < SINGLE_THREAD_BELOW) else 0):
+    with _Threads(1 if cpu and work < SINGLE_THREAD_BELOW else 0):
+        if cpu and weights is None:
+            weights = StepWeights(model, int8=int8)  # rounding row by row: the same numbers with any threads
+        if cpu and int8:
+            torch.set_num_threads(1)  # and KernelThreads gives the kernel more; _Threads restores the count
         # on a GPU, nn.LSTM (cuDNN) and the model's own output layer are the fast ones
         steps = OneTokenSteps(model, weights=weights, kernel_threads=threads) if cpu else None
         return _generate(model, tokenizer, vocab, prompts, config, device, steps, on_text)
