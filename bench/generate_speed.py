@@ -3,10 +3,11 @@ with fp32 and with int8 weights; then one model step alone (token in, log-probab
 nn.LSTM and the model's output layer, and through the generator's OneTokenSteps in fp32 and int8; and
 OneTokenSteps with more rows a step.
 
-    python bench/generate_speed.py RUN [--length 2000] [--num-samples 8] [--busy N] [--samples-only]
+    python bench/generate_speed.py RUN [--length 2000] [--num-samples 8] [--busy N [--settle S]] [--samples-only]
 
 --busy N keeps N other processes spinning on the CPU while the samples are written: a machine busy
-with other work (generation then times whether the int8 kernel gains from more threads, step by step).
+with other work. They spin S seconds before (default 0.5); after 60 or more, the load average of the
+last minute has caught up with them, as it has when a training run is going on beside generation.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=8)
     parser.add_argument("--prompt", default="却说")
     parser.add_argument("--busy", type=int, default=0, help="processes spinning beside the samples")
+    parser.add_argument("--settle", type=float, default=0.5, help="seconds they spin before")
     parser.add_argument("--samples-only", action="store_true", help="leave out the model-step tables")
     args = parser.parse_args()
 
@@ -47,8 +49,8 @@ def main() -> None:
           f"({torch.get_num_threads()} threads), {datetime.date.today()}")
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
     if spinners:
-        time.sleep(0.5)  # under way
-        print(f"{args.busy} other processes spinning")
+        time.sleep(args.settle)
+        print(f"{args.busy} other processes spinning for {args.settle:g} s before; load average {os.getloadavg()[0]:.2f}")
     try:
         text = samples(run, args)
     finally:
