@@ -180,8 +180,8 @@ class KernelThreads:
     counts are timed in turn, over a window of steps: WINDOW steps with one thread (fewer, once they
     have taken WINDOW_SECONDS: a big model's steps are long), then as many with ``most``, given up as
     soon as they have taken longer. The faster is kept for the next KEEP windows; after each loss of
-    ``most``, twice as many (up to MAX_KEEP). ``most`` also loses, untried, while the load average says
-    no core is free (``cores_free``): with other work on every core a try costs up to 50 ms. While
+    ``most``, twice as many (up to MAX_KEEP). ``most`` also loses, untried, when other work is running
+    on every core but this one (``cores_free``): a try would cost up to 50 ms. While
     ``most`` is kept, a window of steps that takes longer than the one-thread window did starts the
     timing again. The kernel computes each output on
     one thread, so the count changes no number (a test checks it): only the time.
@@ -234,13 +234,22 @@ class KernelThreads:
 
     @staticmethod
     def cores_free() -> bool:
-        """Whether a core seems free besides this process's: the load average of the last minute is at
-        most the cores less a half (where there is no load average, as on Windows, it is assumed so)."""
+        """Whether a core seems free for another thread: fewer tasks run on the machine at this moment,
+        this process's own aside, than its cores less one. Read from /proc (Linux); elsewhere assumed
+        so, and the timing decides. Not the load average: this process's own steps and work that has
+        just ended weigh in it for a minute, and kept a big model on one thread when the machine was free.
+        """
         try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):
+            with open("/proc/loadavg") as f:
+                running = int(f.read().split()[3].split("/")[0])
+            ours = 0
+            for task in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{task}/stat") as f:
+                    ours += f.read().rpartition(")")[2].split()[0] == "R"
+        except (OSError, ValueError, IndexError):
             return True
-        return load <= (os.cpu_count() or 1) - 0.5
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return running - ours <= cores - 2
 
     def _keep(self, count: int) -> None:
         """Run with ``count`` threads, untimed: KEEP windows after ``most`` won; after it lost, ``keep``
