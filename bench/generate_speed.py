@@ -5,9 +5,8 @@ OneTokenSteps with more rows a step.
 
     python bench/generate_speed.py RUN [--length 2000] [--num-samples 8] [--busy N [--settle S]] [--samples-only]
 
---busy N keeps N other processes spinning on the CPU while the samples are written: a machine busy
-with other work. They spin S seconds before (default 0.5); after 60 or more, the load average of the
-last minute has caught up with them, as it has when a training run is going on beside generation.
+--busy N keeps N other processes spinning on the CPU while the samples are written, from S seconds
+before (default 0.5): a machine busy with other work, such as a training run beside generation.
 """
 
 from __future__ import annotations
