@@ -5,6 +5,7 @@ import torch
 
 from lstmgen.config import ModelConfig
 from lstmgen.errors import LstmgenError
+from lstmgen import onetoken
 from lstmgen.model import LSTMLM
 from lstmgen.onetoken import KernelThreads, OneTokenSteps, StepWeights, _Linear, int8_is_fast, resolve_precision
 
@@ -51,6 +52,26 @@ def test_int8_weights_sit_on_their_rows_grid_within_half_a_step():
     scale = layer.scale.float()[:, None]
     assert float(((layer.weight.float() * scale - weight).abs() / scale).max()) <= 0.5
     assert (layer.weight.abs().amax(1) == 127).float().mean() > 0.5  # the scales waste no range
+
+
+def test_quantising_takes_one_thread_while_no_core_is_free_and_gives_the_same_numbers(monkeypatch):
+    torch.manual_seed(0)
+    weight = torch.randn(3000, 64)
+    seen = []
+    real = onetoken._quantize_chunks
+    monkeypatch.setattr(onetoken, "_quantize_chunks", lambda *args: seen.append(torch.get_num_threads()) or real(*args))
+    had = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        results = []
+        for free in (True, False):
+            monkeypatch.setattr(KernelThreads, "cores_free", staticmethod(lambda: free))
+            results.append(onetoken.quantize_rows(weight))
+            assert torch.get_num_threads() == 3  # restored
+    finally:
+        torch.set_num_threads(had)
+    assert seen == [3, 1]
+    assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
 @needs_int8
