@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
+from lstmgen import onetoken
 from lstmgen.config import ModelConfig
 from lstmgen.errors import LstmgenError
-from lstmgen import onetoken
 from lstmgen.model import LSTMLM
 from lstmgen.onetoken import KernelThreads, OneTokenSteps, StepWeights, _Linear, int8_is_fast, resolve_precision
 
