@@ -54,24 +54,30 @@ def test_int8_weights_sit_on_their_rows_grid_within_half_a_step():
     assert (layer.weight.abs().amax(1) == 127).float().mean() > 0.5  # the scales waste no range
 
 
-def test_quantising_takes_one_thread_while_no_core_is_free_and_gives_the_same_numbers(monkeypatch):
+def test_int8_weights_are_built_on_one_thread_while_no_core_is_free_with_the_same_numbers(monkeypatch):
     torch.manual_seed(0)
-    weight = torch.randn(3000, 64)
+    model = LSTMLM(CONFIGS["adaptive, two layers"], 300).eval()
     seen = []
-    real = onetoken._quantize_chunks
-    monkeypatch.setattr(onetoken, "_quantize_chunks", lambda *args: seen.append(torch.get_num_threads()) or real(*args))
+    real = onetoken.quantize_rows
+    monkeypatch.setattr(onetoken, "quantize_rows", lambda *args: seen.append(torch.get_num_threads()) or real(*args))
     had = torch.get_num_threads()
     torch.set_num_threads(3)
     try:
-        results = []
+        built = []
         for free in (True, False):
             monkeypatch.setattr(KernelThreads, "cores_free", staticmethod(lambda: free))
-            results.append(onetoken.quantize_rows(weight))
+            built.append(StepWeights(model, int8=True))
             assert torch.get_num_threads() == 3  # restored
     finally:
         torch.set_num_threads(had)
-    assert seen == [3, 1]
-    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+    def layers(weights: StepWeights) -> list:
+        return weights.recurrent + weights.upper_inputs + [weights.first_input, weights.head] + weights.clusters
+
+    free, busy = built
+    assert seen == [3] * len(layers(free)) + [1] * len(layers(busy))  # every matrix quantised here
+    assert all(torch.equal(x.weight, y.weight) and torch.equal(x.scale, y.scale)
+               for x, y in zip(layers(free), layers(busy)))
 
 
 @needs_int8

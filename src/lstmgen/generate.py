@@ -24,7 +24,7 @@ from lstmgen.config import PRECISIONS
 from lstmgen.data import derived_seed
 from lstmgen.errors import LstmgenError
 from lstmgen.model import LSTMLM
-from lstmgen.onetoken import OneTokenSteps, StepWeights, resolve_precision
+from lstmgen.onetoken import OneTokenSteps, StepWeights, Threads, resolve_precision
 from lstmgen.tokenizers import Tokenizer
 from lstmgen.vocab import Vocab
 
@@ -354,23 +354,6 @@ def _write(row: _Row, token_id: int, token: str, seen: Optional[torch.Tensor]) -
 SINGLE_THREAD_BELOW = 20_000_000
 
 
-class _Threads:
-    """Run the block with ``count`` CPU threads, then restore the previous count."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self.saved = 0
-
-    def __enter__(self) -> None:
-        self.saved = torch.get_num_threads()
-        if self.count and self.count != self.saved:
-            torch.set_num_threads(self.count)
-
-    def __exit__(self, *exc: object) -> None:
-        if torch.get_num_threads() != self.saved:
-            torch.set_num_threads(self.saved)
-
-
 @torch.no_grad()
 def generate(
     model: LSTMLM,
@@ -406,11 +389,11 @@ def generate(
     work = sum(p.numel() for p in model.parameters()) * len(prompts) * config.num_samples
     cpu = device.type == "cpu"
     threads = torch.get_num_threads()
-    with _Threads(1 if cpu and work < SINGLE_THREAD_BELOW else 0):
+    with Threads(1 if cpu and work < SINGLE_THREAD_BELOW else 0):
         if cpu and weights is None:
             weights = StepWeights(model, int8=int8)  # rounding row by row: the same numbers with any threads
         if cpu and int8:
-            torch.set_num_threads(1)  # and KernelThreads gives the kernel more; _Threads restores the count
+            torch.set_num_threads(1)  # and KernelThreads gives the kernel more; Threads restores the count
         # on a GPU, nn.LSTM (cuDNN) and the model's own output layer are the fast ones
         steps = OneTokenSteps(model, weights=weights, kernel_threads=threads) if cpu else None
         return _generate(model, tokenizer, vocab, prompts, config, device, steps, on_text)

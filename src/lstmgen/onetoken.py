@@ -67,25 +67,10 @@ def quantize_rows(weight: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor
     so every w / scale stays within +-127 and q is the nearest point of the grid the kernel uses. A
     chunk of rows at a time stays in the cache: 0.17 s for a 136,729 x 1,024 output layer (the seed's
     on the four novels) with two threads, against 0.68 s for the whole matrix at once (0.34 against
-    4.05 s with one). With every other core busy it runs on one thread: two then took the seed's
-    model 3.2-4.1 s, one 0.28-0.30 s (2-core CPU, 2026-11-29). The result is a new tensor, whose rows
-    the kernel can read aligned.
+    4.05 s with one). The result is a new tensor, whose rows the kernel can read aligned.
     """
     quantized = torch.empty(weight.shape, dtype=torch.int8)
     scales = torch.empty(len(weight), dtype=torch.bfloat16)
-    had = torch.get_num_threads()
-    if had > 1 and not KernelThreads.cores_free():
-        torch.set_num_threads(1)
-    try:
-        _quantize_chunks(weight, quantized, scales, chunk)
-    finally:
-        if torch.get_num_threads() != had:
-            torch.set_num_threads(had)
-    return quantized, scales
-
-
-def _quantize_chunks(weight: torch.Tensor, quantized: torch.Tensor, scales: torch.Tensor, chunk: int) -> None:
-    """quantize_rows's work, ``chunk`` rows at a time, into ``quantized`` and ``scales``."""
     for start in range(0, len(weight), chunk):
         rows = weight[start: start + chunk]
         exact = rows.abs().amax(1).clamp_min(torch.finfo(torch.bfloat16).tiny) / 127
@@ -94,6 +79,24 @@ def _quantize_chunks(weight: torch.Tensor, quantized: torch.Tensor, scales: torc
         scale[low] = (scale[low].view(torch.int16) + 1).view(torch.bfloat16)
         scales[start: start + chunk] = scale
         quantized[start: start + chunk] = (rows / scale.float()[:, None]).round_().clamp_(-127, 127)
+    return quantized, scales
+
+
+class Threads:
+    """Run the block with ``count`` CPU threads (0: those torch has), then restore the previous count."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.saved = 0
+
+    def __enter__(self) -> None:
+        self.saved = torch.get_num_threads()
+        if self.count and self.count != self.saved:
+            torch.set_num_threads(self.count)
+
+    def __exit__(self, *exc: object) -> None:
+        if torch.get_num_threads() != self.saved:
+            torch.set_num_threads(self.saved)
 
 
 class _Linear:
@@ -154,6 +157,13 @@ class StepWeights:
     """
 
     def __init__(self, model: LSTMLM, *, int8: bool = False) -> None:
+        # int8 with every other core busy: on one thread. Two then took the seed's model 3.2-4.1 s to
+        # quantise, one 0.28-0.30 s (2-core CPU, 2026-11-29). Rounding row by row: the same numbers.
+        busy = int8 and torch.get_num_threads() > 1 and not KernelThreads.cores_free()
+        with Threads(1 if busy else 0):
+            self._build(model, int8)
+
+    def _build(self, model: LSTMLM, int8: bool) -> None:
         lstm = model.lstm
         self.model = model
         self.int8 = int8
