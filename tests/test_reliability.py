@@ -551,10 +551,20 @@ def bad_corpus(kind: str, root: Path) -> Path:
     ("too small for one batch", "too small for one batch of 4 rows"),
 ])
 def test_a_bad_corpus_ends_with_one_clear_line_and_leaves_no_run(kind, message, tmp_path, capsys):
-    run = tmp_path / "run"
+    run = tmp_path / "runs" / "run"
     code = main(["train", str(bad_corpus(kind, tmp_path)), "--out", str(run), "--preset", "tiny"])
     assert message in one_line_error(capsys, code)
-    assert not (run / "config.json").exists()  # no half run left to trip over: fix the corpus, run it again
+    assert not (tmp_path / "runs").exists()  # the folders made for it are gone again: fix the corpus, run it again
+
+
+def test_a_failed_start_leaves_no_empty_dated_run_and_keeps_a_folder_it_did_not_make(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert "no such file or folder" in one_line_error(capsys, main(["train", "missing.txt"]))
+    assert list(tmp_path.iterdir()) == []  # no runs/DATE-default left for each typo
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept", encoding="utf-8")
+    assert "no such file or folder" in one_line_error(capsys, main(["train", "missing.txt", "--out", "mine"]))
+    assert (tmp_path / "mine" / "notes.txt").read_text(encoding="utf-8") == "kept"
 
 
 def test_a_50_mb_file_without_line_breaks_is_read_and_split_quickly(tmp_path):

@@ -360,9 +360,12 @@ class RunLock:
     def __init__(self, run_dir: PathLike) -> None:
         self.path = Path(run_dir) / ".lock"
         self._file: Optional[Any] = None
+        self._created: Optional[Path] = None  # the outermost folder __enter__ made, if it made any
 
     def __enter__(self) -> "RunLock":
+        missing = [folder for folder in (self.path.parent, *self.path.parent.parents) if not folder.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._created = missing[-1] if missing else None
         self._file = open(self.path, "a+")
         try:
             import fcntl
@@ -385,6 +388,20 @@ class RunLock:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Release the lock. After an error (``exc``), folders this lock made for a run that wrote
+        nothing are removed again: a mistyped corpus path leaves no empty runs/DATE folder behind."""
+        if self._file is None:
+            return
+        self._file.close()
+        self._file = None
+        run_dir = self.path.parent
+        if exc and exc[0] is not None and self._created is not None:
+            try:
+                if [p.name for p in run_dir.iterdir()] == [self.path.name]:
+                    self.path.unlink()
+                    for folder in (run_dir, *run_dir.parents):
+                        folder.rmdir()  # fails, and stops, at a folder something else has written into
+                        if folder == self._created:
+                            break
+            except OSError:
+                pass

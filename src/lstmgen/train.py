@@ -245,7 +245,7 @@ def train(
         return _train(Path(corpus), config, run_dir, device, resume, cache_dir, progress, rank, world_size)
     finally:
         if lock is not None:
-            lock.__exit__()
+            lock.__exit__(*sys.exc_info())
         if owns_group:
             dist_utils.finish(clean=sys.exc_info()[0] is None)
 
