@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Modules that register subcommands of their own (kept light to import: heavy imports go inside).
-COMMAND_MODULES: tuple[str, ...] = ("lstmgen.serve", "lstmgen.sweep")
+COMMAND_MODULES: tuple[str, ...] = ("lstmgen.serve", "lstmgen.sweep", "lstmgen.compare")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

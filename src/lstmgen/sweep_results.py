@@ -90,11 +90,27 @@ def _weighted_median(values: list[float], weights: list[float]) -> float:
 
 def summarize_run(run_dir: Path, planned: PlannedRun, status: str) -> dict[str, Any]:
     """One results.csv row from a run's metrics, config and measures."""
-    from lstmgen.runs import read_metrics
-
     row: dict[str, Any] = {"run": planned.name, **planned.values, "status": status}
     if (run_dir / FAILED_FILE).is_file():
         row["error"] = (run_dir / FAILED_FILE).read_text(encoding="utf-8").strip()
+    row.update(run_scores(run_dir))
+    if (run_dir / MEASURES_FILE).is_file():
+        measures = json.loads((run_dir / MEASURES_FILE).read_text(encoding="utf-8"))
+        row["sample"] = measures.get("sample")
+        if "train_nll_per_token" in measures:
+            row.update(train_nll_per_token=measures["train_nll_per_token"],
+                       valid_nll_per_token=measures["valid_nll_per_token"],
+                       generalisation_gap=measures["valid_nll_per_token"] - measures["train_nll_per_token"])
+    return row
+
+
+def run_scores(run_dir: Path) -> dict[str, Any]:
+    """What any run's metrics.jsonl and config.json say of it: steps, time, speed, memory, gradients
+    and its best validation and test scores (keys as in RESULT_COLUMNS; those it has not reached are
+    left out)."""
+    from lstmgen.runs import read_metrics
+
+    row: dict[str, Any] = {}
     records = read_metrics(run_dir)
     evals = [r for r in records if r.get("split") is None]
     test = records[-1] if records and records[-1].get("split") == "test" else {}
@@ -127,13 +143,6 @@ def summarize_run(run_dir: Path, planned: PlannedRun, status: str) -> dict[str, 
         if train_tokens and test["tokens_per_s"]:
             row["seconds_per_epoch"] = train_tokens / test["tokens_per_s"]
     row["parameters"] = info.get("parameters")
-    if (run_dir / MEASURES_FILE).is_file():
-        measures = json.loads((run_dir / MEASURES_FILE).read_text(encoding="utf-8"))
-        row["sample"] = measures.get("sample")
-        if "train_nll_per_token" in measures:
-            row.update(train_nll_per_token=measures["train_nll_per_token"],
-                       valid_nll_per_token=measures["valid_nll_per_token"],
-                       generalisation_gap=measures["valid_nll_per_token"] - measures["train_nll_per_token"])
     return row
 
 
