@@ -342,6 +342,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return run_demo(minutes=args.minutes, out=args.out, corpus=args.corpus, progress=bar)
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from lstmgen.cache import clear, describe_listing, describe_removal, prune, scan
+
+    if args.prune is not None and args.clear:
+        raise LstmgenError("give --prune DAYS or --clear, not both")
+    if args.prune is None and not args.clear:
+        print("\n".join(describe_listing(scan())))
+        return 0
+    days = None
+    if args.prune is not None:
+        try:
+            days = float(args.prune)
+        except ValueError:
+            raise LstmgenError(f"--prune {args.prune}: give a number of days, 0 or more (e.g. --prune 30)") from None
+        result = prune(unused_days=days)
+    else:
+        result = clear()
+    print("\n".join(describe_removal(result, unused_days=days)))
+    if result.failed:
+        more = f" (and {len(result.failed) - 1} more)" if len(result.failed) > 1 else ""
+        raise LstmgenError(f"could not remove {result.failed[0]}{more}")
+    return 0
+
+
 # ------------------------------------------------------------------------------ parser
 
 
@@ -400,6 +424,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/demo-DATE)")
     p.add_argument("--corpus", help="use this folder or file instead of fetching the demo corpus")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("cache", help="list the token cache; remove folders no run has used lately",
+                       description="List the token cache ($LSTMGEN_CACHE, else ~/.cache/lstmgen): a line per "
+                                   "segmentation folder with its size, last use, tokenizer, tokens per split and "
+                                   "corpus. Removing is safe while runs are going: a run that needs a removed "
+                                   "folder segments its corpus again.")
+    p.add_argument("--prune", metavar="DAYS",
+                   help="remove the token folders no run has used in the last DAYS days (and the read manifests "
+                        "that pointed only at them)")
+    p.add_argument("--clear", action="store_true",
+                   help="remove every token folder and read manifest (demo/, the demo's poems, is kept)")
+    p.set_defaults(func=cmd_cache)
 
     # Subcommands that live beside the features they drive: each module has add_commands(sub).
     import importlib

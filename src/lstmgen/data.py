@@ -27,6 +27,26 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "lstmgen"
 
 
+# The cache's layout (cache.py lists and prunes it): tokens/<key>/ a segmentation, read/<key>.json a
+# corpus's files as read (pipeline's manifests).
+TOKENS_DIR, MANIFESTS_DIR = "tokens", "read"
+# In a token folder, beside types.json, the .bin files and the ids-* folders of encoded ids:
+SOURCE_FILE = "source.json"  # what it was made from (corpus, settings, fingerprint); older folders have none
+USED_MARKER = "last-used"  # an empty file whose modification time is the folder's last use by a run
+
+
+def mark_used(folder: Path) -> None:
+    """Set the time of ``folder``'s last-use marker to now (creating it), for ``lstmgen cache --prune``.
+
+    A marker file, not the folder's own times: a folder's mtime changes only when an entry is added,
+    and its atime not at all on noatime mounts. A read-only cache keeps the times it had.
+    """
+    try:
+        (folder / USED_MARKER).touch()
+    except OSError:
+        pass
+
+
 # ---------------------------------------------------------------------------------------------
 # Segmentation cache: text pieces -> (types, int32 type ids per split), keyed by content + settings.
 # Segmentation (jieba) is the slow part; everything after it (vocabulary, hybrid fallback) is a
@@ -115,8 +135,9 @@ class SegmentWriter:
 
 
 def segment_texts(texts: dict[str, list[str]], tokenize_many: Any, folder: Path, *, characters: bool,
-                  workers: int = 0) -> None:
-    """Segment every split into ``folder`` (types.json + one int32 .bin per split), chunk by chunk.
+                  workers: int = 0) -> int:
+    """Segment every split into ``folder`` (types.json + one int32 .bin per split), chunk by chunk;
+    returns the number of types.
 
     Args:
         tokenize_many: the tokenizer's ``tokenize_many``; text is cut at newlines, which every
@@ -148,6 +169,7 @@ def segment_texts(texts: dict[str, list[str]], tokenize_many: Any, folder: Path,
                         writer.add_tokens(split, tokens)
     finally:
         writer.close()
+    return len(writer.types)
 
 
 def _chunks(text: str, size: int) -> list[tuple[bool, str]]:
@@ -178,7 +200,11 @@ def open_ids(path: Path) -> np.ndarray:
 
 
 def load_segmented(folder: Path) -> Optional[Segmented]:
-    """The cache in ``folder`` (token arrays memory-mapped), or None if it is absent or damaged."""
+    """The cache in ``folder`` (token arrays memory-mapped), or None if it is absent or damaged.
+
+    A folder handed out is marked as used now (``mark_used``): every run that segments or reuses a
+    segmentation comes through here, so the marker's time is the folder's last use.
+    """
     try:
         with open(folder / "types.json", encoding="utf-8") as f:
             types = json.load(f)
@@ -187,6 +213,7 @@ def load_segmented(folder: Path) -> Optional[Segmented]:
         return None
     if not splits:
         return None
+    mark_used(folder)
     return Segmented(types=types, splits=splits, folder=folder)
 
 

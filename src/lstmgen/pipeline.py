@@ -17,8 +17,8 @@ import numpy as np
 from lstmgen import __version__
 from lstmgen.config import DataConfig, TokenizerConfig
 from lstmgen.corpus import corpus_fingerprint, list_corpus_files, read_corpus, split_documents
-from lstmgen.data import (Segmented, build_and_publish, cache_key, default_cache_dir, load_segmented, open_ids,
-                          remap, segment_texts)
+from lstmgen.data import (MANIFESTS_DIR, SOURCE_FILE, TOKENS_DIR, Segmented, build_and_publish, cache_key,
+                          default_cache_dir, load_segmented, open_ids, remap, segment_texts)
 from lstmgen.errors import LstmgenError
 from lstmgen.runs import write_json
 from lstmgen.spelling import Speller, Unknowns
@@ -212,15 +212,19 @@ def split_fingerprint(texts: dict[str, list[str]]) -> str:
 
 def segment_folder(settings: dict, cache_dir: Optional[Path], fingerprint: str) -> Path:
     """Where the segmentation of the text with this fingerprint, by these settings, is cached."""
-    return Path(cache_dir or default_cache_dir()) / "tokens" / cache_key(fingerprint, settings)
+    return Path(cache_dir or default_cache_dir()) / TOKENS_DIR / cache_key(fingerprint, settings)
 
 
 def segment(texts: dict[str, list[str]], config: TokenizerConfig, cache_dir: Optional[Path] = None,
-            fingerprint: Optional[str] = None, saved: Optional[Tokenizer] = None) -> Segmented:
+            fingerprint: Optional[str] = None, saved: Optional[Tokenizer] = None, *,
+            corpus: Optional[str] = None) -> Segmented:
     """Segment every split, or load the segmentation cached for this exact text and settings
-    (``saved``: a run's tokenizer, as for ``segmenter_for``)."""
+    (``saved``: a run's tokenizer, as for ``segmenter_for``). A new cache folder records ``corpus``
+    (the path the text was read from), the settings and the fingerprint in its source.json, which
+    ``lstmgen cache`` lists."""
     base, settings = segmenter_for(config, saved)
-    folder = segment_folder(settings, cache_dir, fingerprint or split_fingerprint(texts))
+    fingerprint = fingerprint or split_fingerprint(texts)
+    folder = segment_folder(settings, cache_dir, fingerprint)
     cached = load_segmented(folder)
     if cached is not None:
         logger.info("segmentation: cached (%s)", folder)
@@ -231,8 +235,16 @@ def segment(texts: dict[str, list[str]], config: TokenizerConfig, cache_dir: Opt
         tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     except OSError as err:
         raise LstmgenError(f"cannot write the token cache under {folder.parent} ({err}); set LSTMGEN_CACHE")
-    build_and_publish(tmp, folder, lambda into: segment_texts(texts, base.tokenize_many, into,
-                                                              characters=base.kind == "char", workers=config.workers))
+
+    def build(into: Path) -> None:
+        types = segment_texts(texts, base.tokenize_many, into, characters=base.kind == "char", workers=config.workers)
+        # the user words themselves may be thousands: their number tells the folders apart
+        described = {**settings, **({"user_words": len(settings["user_words"])} if "user_words" in settings else {})}
+        write_json(into / SOURCE_FILE, {"corpus": corpus, "fingerprint": fingerprint, "settings": described,
+                                        "types": types, "made": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                        "lstmgen": __version__})
+
+    build_and_publish(tmp, folder, build)
     seg = load_segmented(folder)
     if seg is None:
         raise LstmgenError(f"{folder}: the token cache is damaged; delete that folder and run again")
@@ -267,7 +279,7 @@ def files_key(path: Union[str, Path], data: DataConfig) -> Optional[str]:
 
 
 def _manifest_path(cache_dir: Optional[Path], key: str) -> Path:
-    return Path(cache_dir or default_cache_dir()) / "read" / f"{key}.json"
+    return Path(cache_dir or default_cache_dir()) / MANIFESTS_DIR / f"{key}.json"
 
 
 def read_manifest(cache_dir: Optional[Path], key: Optional[str]) -> Optional[dict]:
@@ -351,7 +363,7 @@ def prepare(path: Union[str, Path], data: DataConfig, tok: TokenizerConfig, *,
         overlap = held_out_in_training(texts)
         characters = {name: sum(map(len, texts[name])) + max(len(texts[name]) - 1, 0) for name in SPLITS}
         start = time.perf_counter()
-        seg = segment(texts, tok, cache_dir, fingerprint, saved=tokenizer)
+        seg = segment(texts, tok, cache_dir, fingerprint, saved=tokenizer, corpus=str(Path(path).resolve()))
         del texts  # from here on only token ids are needed: a big corpus's text need not stay in memory
         seconds["segment"] = time.perf_counter() - start
         write_manifest(cache_dir, stat_key, {"fingerprint": fingerprint, "characters": characters,
