@@ -447,6 +447,36 @@ def test_a_run_stopped_under_a_gpus_autocast_resumes_on_a_cpu(small_corpus, tmp_
     assert read_metrics(run)[-1]["split"] == "test"
 
 
+def test_a_signal_during_the_last_validation_stops_before_the_test_and_resume_only_scores_it(small_corpus, tmp_path,
+                                                                                             monkeypatch, capsys):
+    from lstmgen.train import _Trainer
+
+    straight = tmp_path / "straight"
+    assert main(["-q", "train", str(small_corpus), "--out", str(straight), *NAN_ARGS]) == 0
+    original = _Trainer.record_eval
+
+    def record_eval(self):
+        original(self)
+        if self.loop.step == self.total_steps:  # Ctrl-C while the last validation runs
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(_Trainer, "record_eval", record_eval)
+    run = tmp_path / "run"
+    assert main(["-q", "train", str(small_corpus), "--out", str(run), *NAN_ARGS]) == 130
+    assert f"lstmgen train --resume {run}" in capsys.readouterr().err
+    assert not any(r.get("split") == "test" for r in read_metrics(run))  # stopped before the test
+    weights = (run / "model.safetensors").read_bytes()
+    monkeypatch.setattr(_Trainer, "record_eval", original)
+    assert main(["-q", "train", "--resume", str(run)]) == 0
+    records = read_metrics(run)
+    assert [r.get("split") for r in records].count("test") == 1 and records[-1]["split"] == "test"
+    assert (run / "model.safetensors").read_bytes() == weights  # nothing trained again
+    def scores(records):
+        return [(r["step"], r.get("train_loss"), r.get("valid_nll"), r.get("test_nll")) for r in records]
+
+    assert scores(records) == scores(read_metrics(straight))  # as in the run no signal reached
+
+
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(small_corpus, tmp_path, monkeypatch, capsys):
     faulty_forward(monkeypatch, lambda n: n >= 23)  # from step 23 on; noticed at the save point 25
     run = tmp_path / "run"

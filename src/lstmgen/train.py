@@ -306,17 +306,23 @@ class _Trainer:
         logger.info("data ready in %.1fs (%s)", time.perf_counter() - started,
                     ", ".join(f"{k} {v:.1f}s" for k, v in self.data.seconds.items()))
         self.board = open_tensorboard(self.run_dir) if self.tc.tensorboard and self.rank == 0 else None
-        try:
-            self._loop()
-            # a time budget may stop between evaluations: score what was learned since the last one
-            last = read_metrics(self.run_dir)[-1:] if self.rank == 0 else []
-            if dist_utils.rank_zero_decides(not last or last[0].get("step") != self.loop.step):
-                self.record_eval()
-        finally:  # stopped, failed or done: the event file is complete and its writer thread ends
-            if self.board is not None:
-                self.board.close()
-                self.board = None
-        self.checkpoint(finished=True)
+        with _SignalCatcher() as signals:
+            try:
+                self._loop(signals)
+                # a time budget may stop between evaluations: score what was learned since the last one
+                last = read_metrics(self.run_dir)[-1:] if self.rank == 0 else []
+                if dist_utils.rank_zero_decides(not last or last[0].get("step") != self.loop.step):
+                    self.record_eval()
+            finally:  # stopped, failed or done: the event file is complete and its writer thread ends
+                if self.board is not None:
+                    self.board.close()
+                    self.board = None
+            self.checkpoint(finished=True)
+        # A signal during the last validation or save (the seed's takes minutes on a CPU) stops the run
+        # here, not after the test as well: --resume then only scores the test split.
+        _, signum = dist_utils.agree((), signals.signum)
+        if signum is not None:
+            raise TrainingInterrupted(signum, self.run_dir)
         self._final_test()
         return self.run_dir
 
@@ -543,7 +549,7 @@ class _Trainer:
         self.progress(Progress(step=loop.step, total_steps=self.total_steps, epoch=loop.step / self.windows,
                                loss=loss, tokens_per_s=rate, elapsed=loop.elapsed, seconds_left=left, lr=lr))
 
-    def _loop(self) -> None:
+    def _loop(self, signals: _SignalCatcher) -> None:
         """Train until the last step, the time budget or a signal, validating and saving as configured."""
         loop, tc, budget, world_size = self.loop, self.tc, self.budget, self.world_size
         log_every = 10
@@ -551,72 +557,71 @@ class _Trainer:
         eval_steps, eval_period = every(tc.eval_every)  # one of the two is 0
         save_steps, save_period = every(tc.save_every)
         evaluated_at = saved_at = loop.elapsed  # the training clock at the last validation and checkpoint
-        with _SignalCatcher() as signals:
-            self.wrapped.train()
-            tick = last_flush = time.perf_counter()
-            while loop.step < self.total_steps:
-                if budget is not None and world_size > 1:  # one clock for all ranks: they stop and decay lr together
-                    loop.elapsed = dist_utils.max_over_ranks(loop.elapsed)
-                if budget is not None and loop.elapsed >= budget:
-                    if pending:  # the last steps are checked for NaN and counted like any others
-                        values, pending = self._flush(pending), []
-                        if values is None:  # backed off to the last checkpoint: the run ends there
-                            continue
-                    logger.info("time budget of %s reached at step %d", tc.time_budget, loop.step)
-                    break
-                window = loop.step % self.windows
-                if window == 0:
-                    self.hidden = None  # a new pass over the data starts from a zero state
-                lr = self._lr()
-                pending.append(self._step(window))
-                loop.step += 1
-                # an epoch's last window may be shorter than seq_len: count what was trained on
-                start, stop = window_bounds(self.grid.shape[1], window, self.tc.seq_len)
-                loop.tokens += self.tc.batch_size * self.world_size * (stop - start)
-                now = time.perf_counter()  # every step: a slow model must not overrun its time budget
-                loop.elapsed += now - tick
-                tick = now
-                timed_eval = eval_period > 0 and loop.elapsed - evaluated_at >= eval_period
-                timed_save = save_period > 0 and loop.elapsed - saved_at >= save_period
-                # Every save point flushes, so no step reaches a checkpoint unchecked; other flushes only
-                # report progress, and when they happen changes nothing that is trained or saved.
-                flush_due, signum = now - last_flush > 5, signals.signum
-                if world_size > 1:  # every rank must take the same branches below, or a collective waits forever
-                    (flush_due, timed_eval, timed_save), signum = dist_utils.agree(
-                        (flush_due, timed_eval, timed_save), signum)
-                # by steps: at every epoch's end too; by time: on the clock alone (an epoch may take seconds)
-                due_eval = (loop.step == self.total_steps or timed_eval
-                            or (not eval_period and loop.step % self.windows == 0)
-                            or bool(eval_steps and loop.step % eval_steps == 0))
-                save_due = timed_save or bool(save_steps and loop.step % save_steps == 0) or (
-                    due_eval and not tc.save_every)
-                if len(pending) >= log_every or flush_due or due_eval or save_due or signum is not None:
-                    values = self._flush(pending)
-                    pending = []
-                    if values is None:  # backed off to the last checkpoint
+        self.wrapped.train()
+        tick = last_flush = time.perf_counter()
+        while loop.step < self.total_steps:
+            if budget is not None and world_size > 1:  # one clock for all ranks: they stop and decay lr together
+                loop.elapsed = dist_utils.max_over_ranks(loop.elapsed)
+            if budget is not None and loop.elapsed >= budget:
+                if pending:  # the last steps are checked for NaN and counted like any others
+                    values, pending = self._flush(pending), []
+                    if values is None:  # backed off to the last checkpoint: the run ends there
                         continue
-                    last_flush = now
-                    if self.progress is not None and self.rank == 0:
-                        self._report(float(values[-1, 0]), lr)
-                if due_eval:
-                    eval_start = time.perf_counter()
-                    self.record_eval()
-                    loop.eval_seconds += time.perf_counter() - eval_start
-                    loop.elapsed += time.perf_counter() - tick
-                    tick = time.perf_counter()
-                    evaluated_at = loop.elapsed
-                if save_due:
-                    save_start = time.perf_counter()
-                    self.checkpoint()
-                    loop.eval_seconds += time.perf_counter() - save_start
-                    saved_at = loop.elapsed
-                if signum is not None:
-                    # Between save points the state goes to its own file: checkpoint.pt stays the point a
-                    # later NaN backs off to, exactly as in a run that was never stopped.
-                    if not save_due:
-                        self.checkpoint(name=INTERRUPTED_FILE)
-                    raise TrainingInterrupted(signum, self.run_dir)
-            loop.elapsed += time.perf_counter() - tick
+                logger.info("time budget of %s reached at step %d", tc.time_budget, loop.step)
+                break
+            window = loop.step % self.windows
+            if window == 0:
+                self.hidden = None  # a new pass over the data starts from a zero state
+            lr = self._lr()
+            pending.append(self._step(window))
+            loop.step += 1
+            # an epoch's last window may be shorter than seq_len: count what was trained on
+            start, stop = window_bounds(self.grid.shape[1], window, self.tc.seq_len)
+            loop.tokens += self.tc.batch_size * self.world_size * (stop - start)
+            now = time.perf_counter()  # every step: a slow model must not overrun its time budget
+            loop.elapsed += now - tick
+            tick = now
+            timed_eval = eval_period > 0 and loop.elapsed - evaluated_at >= eval_period
+            timed_save = save_period > 0 and loop.elapsed - saved_at >= save_period
+            # Every save point flushes, so no step reaches a checkpoint unchecked; other flushes only
+            # report progress, and when they happen changes nothing that is trained or saved.
+            flush_due, signum = now - last_flush > 5, signals.signum
+            if world_size > 1:  # every rank must take the same branches below, or a collective waits forever
+                (flush_due, timed_eval, timed_save), signum = dist_utils.agree(
+                    (flush_due, timed_eval, timed_save), signum)
+            # by steps: at every epoch's end too; by time: on the clock alone (an epoch may take seconds)
+            due_eval = (loop.step == self.total_steps or timed_eval
+                        or (not eval_period and loop.step % self.windows == 0)
+                        or bool(eval_steps and loop.step % eval_steps == 0))
+            save_due = timed_save or bool(save_steps and loop.step % save_steps == 0) or (
+                due_eval and not tc.save_every)
+            if len(pending) >= log_every or flush_due or due_eval or save_due or signum is not None:
+                values = self._flush(pending)
+                pending = []
+                if values is None:  # backed off to the last checkpoint
+                    continue
+                last_flush = now
+                if self.progress is not None and self.rank == 0:
+                    self._report(float(values[-1, 0]), lr)
+            if due_eval:
+                eval_start = time.perf_counter()
+                self.record_eval()
+                loop.eval_seconds += time.perf_counter() - eval_start
+                loop.elapsed += time.perf_counter() - tick
+                tick = time.perf_counter()
+                evaluated_at = loop.elapsed
+            if save_due:
+                save_start = time.perf_counter()
+                self.checkpoint()
+                loop.eval_seconds += time.perf_counter() - save_start
+                saved_at = loop.elapsed
+            if signum is not None:
+                # Between save points the state goes to its own file: checkpoint.pt stays the point a
+                # later NaN backs off to, exactly as in a run that was never stopped.
+                if not save_due:
+                    self.checkpoint(name=INTERRUPTED_FILE)
+                raise TrainingInterrupted(signum, self.run_dir)
+        loop.elapsed += time.perf_counter() - tick
 
     def _back_off(self) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         """After a NaN or infinite loss: stop with a clear message, or (nan_policy=backoff, once) go back
