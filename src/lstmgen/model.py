@@ -158,18 +158,21 @@ class LSTMLM(nn.Module):
         keep = flat_targets != IGNORE_INDEX
         if reduction == "none":
             nll = flat.new_zeros(flat_targets.shape, dtype=torch.float32)
-            nll[keep] = -self.adaptive(flat[keep].float(), flat_targets[keep]).output
+            with _no_cpu_autocast():
+                nll[keep] = -self.adaptive(flat[keep].float(), flat_targets[keep]).output
             return nll
         if not bool(keep.all()):
             flat, flat_targets = flat[keep], flat_targets[keep]
-        loss = self.adaptive(flat.float(), flat_targets).loss  # mean over the kept positions
+        with _no_cpu_autocast():
+            loss = self.adaptive(flat.float(), flat_targets).loss  # mean over the kept positions
         return loss * flat_targets.numel() if reduction == "sum" else loss
 
     def log_probs(self, features: torch.Tensor) -> torch.Tensor:
         """Log-probabilities over the vocabulary, (N, V), for features (N, F)."""
         if self.adaptive is None:
             return F.log_softmax(self._logits(features).float(), dim=-1)[:, : self.vocab_size]
-        return self.adaptive.log_prob(features.float())
+        with _no_cpu_autocast():
+            return self.adaptive.log_prob(features.float())
 
     def _logits(self, features: torch.Tensor) -> torch.Tensor:
         """The output layer's scores for features (N, F): (N, V), padded to more columns on a GPU."""
@@ -184,6 +187,13 @@ class LSTMLM(nn.Module):
         """Mean NLL of the window and the state to carry: what one training step needs."""
         features, state = self.features(inputs, state)
         return self.nll(features, targets), state
+
+
+def _no_cpu_autocast() -> torch.autocast:
+    """The adaptive softmax in fp32 under a CPU's bf16 autocast (``--amp bf16``). There torch's
+    AdaptiveLogSoftmaxWithLoss fails: the CPU autocast leaves its log_softmax in bf16, which it then
+    copies into a float32 tensor. CUDA's autocast computes log_softmax in fp32, so it is left alone."""
+    return torch.autocast("cpu", enabled=False)
 
 
 def count_parameters(model: nn.Module) -> int:
