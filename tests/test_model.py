@@ -240,3 +240,31 @@ def test_bf16_autocast_on_the_cpu_trains_and_scores_close_to_fp32(output):
     loss.backward()
     assert loss.dtype == torch.float32 and all(p.grad is not None for p in model.parameters())
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(4), atol=1e-3)
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_amp_auto_trains_in_bf16_on_a_cpu_only_with_amx_and_always_scores_in_fp32(amx, tmp_path, monkeypatch, capsys):
+    from conftest import make_text
+    from lstmgen import evaluate
+    from lstmgen.cli import main
+
+    monkeypatch.setattr(evaluate, "cpu_has_amx", lambda: amx)
+    cpu = torch.device("cpu")
+    assert evaluate.uses_bf16(cpu, "auto") is amx and not evaluate.uses_bf16(cpu, "auto", scoring=True)
+    assert evaluate.uses_bf16(cpu, "bf16", scoring=True) and evaluate.uses_bf16(torch.device("cuda"), "auto")
+    assert not evaluate.uses_bf16(cpu, "off") and not evaluate.uses_bf16(torch.device("mps"), "bf16")
+    (tmp_path / "novel.txt").write_text(make_text(1, 60), encoding="utf-8")
+    assert main(["train", str(tmp_path / "novel.txt"), "--out", str(tmp_path / "run"), "--preset", "tiny",
+                 "--epochs", "0.3"]) == 0
+    assert ("on cpu (bf16 autocast);" in capsys.readouterr().err) is amx  # the step's precision is said at the start
+
+
+def test_an_isa_held_below_amx_keeps_a_cpu_in_fp32(monkeypatch):
+    from lstmgen.evaluate import cpu_has_amx
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # where bf16 was 0.72x fp32's speed
+    cpu_has_amx.cache_clear()
+    try:
+        assert not cpu_has_amx()
+    finally:
+        cpu_has_amx.cache_clear()

@@ -121,7 +121,7 @@ class TrainConfig:
     seed: int = 1234  # seeds weights, dropout and sampling; same seed, same run (on a CPU)
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps
     threads: int = 0  # CPU threads for torch (0: torch's default)
-    amp: str = "auto"  # auto (bf16 on CUDA, off elsewhere) | bf16 | off
+    amp: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with AMX, off elsewhere) | bf16 | off
     save_every: Union[str, int] = 0  # write a resumable state every N steps, or every duration of training such as 2m (0: at every evaluation)
     nan_policy: str = "stop"  # stop | backoff (halve the lr once and go back to the last good weights)
     tensorboard: bool = False  # also log every evaluation to RUN/tensorboard (needs the tensorboard package)

@@ -27,7 +27,7 @@ from lstmgen import distributed as dist_utils
 from lstmgen.config import RunConfig, every, parse_duration
 from lstmgen.data import batchify, derived_seed, device_grid, get_window, num_windows, window_bounds
 from lstmgen.errors import LstmgenError
-from lstmgen.evaluate import Score, autocast_context, describe_bits, describe_oov, score_ids
+from lstmgen.evaluate import Score, autocast_context, describe_bits, describe_oov, score_ids, uses_bf16
 from lstmgen.model import LSTMLM, count_parameters
 from lstmgen.optim import WeightAverage, lr_factor, make_optimizer
 from lstmgen.pipeline import prepare
@@ -300,8 +300,9 @@ class _Trainer:
         self._build()
         if not self._start(state, resume):
             return self.run_dir
-        logger.info("model: %s parameters on %s; %d steps of %d x %d tokens per epoch",
-                    f"{count_parameters(self.model):,}", self.device, self.windows,
+        logger.info("model: %s parameters on %s%s; %d steps of %d x %d tokens per epoch",
+                    f"{count_parameters(self.model):,}", self.device,
+                    " (bf16 autocast)" if uses_bf16(self.device, self.tc.amp) else "", self.windows,
                     self.tc.batch_size * self.world_size, self.tc.seq_len)
         logger.info("data ready in %.1fs (%s)", time.perf_counter() - started,
                     ", ".join(f"{k} {v:.1f}s" for k, v in self.data.seconds.items()))
