@@ -38,10 +38,11 @@ from typing import Callable, Optional
 
 from lstmgen.data import MANIFESTS_DIR, SOURCE_FILE, TOKENS_DIR, USED_MARKER, default_cache_dir
 from lstmgen.errors import LstmgenError
+from lstmgen.pipeline import SPLITS
+from lstmgen.tables import align
 
 ABANDONED_AFTER = 86400.0  # seconds: a build writes its files as it goes; one silent for a day was killed
 DAY = 86400.0
-SPLITS = ("train", "valid", "test")
 FOLDER = re.compile(r"[0-9a-f]{32}")  # cache_key's names
 BUILD = re.compile(r"[0-9a-f]{32}\..+")  # tempfile.mkdtemp(prefix=key + ".")
 IDS_BUILD = re.compile(r"ids-[0-9a-f]{16}\..+")  # encode_cached's temporary ids folders
@@ -408,12 +409,6 @@ def _rows(folders: list[TokenFolder], now: float) -> list[list[str]]:
              str(f.source.get("corpus") or "?")] for f in folders]
 
 
-def _table(rows: list[list[str]], right: set[int]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.rjust(w) if i in right else cell.ljust(w)
-                      for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
-
-
 UNRECORDED = "* no use recorded: made then, by an lstmgen that kept no last-used marker"
 
 
@@ -426,7 +421,7 @@ def describe_listing(listing: CacheListing, *, now: Optional[float] = None) -> l
         return lines + ["nothing there yet"]
     if listing.folders:
         header = ["folder", "size", "last used", "tokenizer", "train", "valid", "test", "corpus"]
-        lines += _table([header] + _rows(listing.folders, now), right={1, 4, 5, 6})
+        lines += align([header] + _rows(listing.folders, now), right={1, 4, 5, 6})
     else:
         lines.append("no token folders")
     for build in listing.builds:
@@ -451,7 +446,7 @@ def _count(n: int, what: str) -> str:
 def describe_removal(result: Removal, *, now: Optional[float] = None, unused_days: Optional[float] = None) -> list[str]:
     """The lines ``lstmgen cache --prune/--clear`` prints: each folder removed, the sums, what was kept."""
     now = time.time() if now is None else now
-    lines = [f"removed {line}" for line in _table(_rows(result.removed, now), right={1, 4, 5, 6})] \
+    lines = [f"removed {line}" for line in align(_rows(result.removed, now), right={1, 4, 5, 6})] \
         if result.removed else []
     if result.removed or result.abandoned or result.manifests or result.freed:
         parts = [_count(len(result.removed), "token folder")]

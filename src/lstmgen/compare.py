@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import math
 import sys
-import unicodedata
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from lstmgen.config import SECTIONS, build_config
 from lstmgen.errors import LstmgenError
 from lstmgen.sweep_results import run_scores
+from lstmgen.tables import align
 
 # settings that change neither what is learnt nor how fast: never a difference worth a column
 QUIET_SETTINGS = frozenset({"tensorboard", "workers", "nan_policy"})
@@ -120,13 +120,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     cells = [[header for header, _, _ in columns]]
     for row in rows:
         cells.append([_cell(row.get(key), style) for _, key, style in columns])
-    widths = [max(_width(line[i]) for line in cells) for i in range(len(columns))]
-    lines = []
-    for line in cells:
-        padded = [text + " " * (width - _width(text)) if i < 2 else " " * (width - _width(text)) + text
-                  for i, (text, width) in enumerate(zip(line, widths))]
-        lines.append("  ".join(padded).rstrip())
-    return "\n".join(lines)
+    numbers = {i for i, (_, key, _) in enumerate(columns) if key not in ("run", "settings")}
+    return "\n".join(align(cells, right=numbers))
 
 
 def _cell(value: Any, style: str) -> str:
@@ -135,11 +130,6 @@ def _cell(value: Any, style: str) -> str:
     if style == "minutes":
         return f"{value / 60:.1f}"
     return style.format(value)
-
-
-def _width(text: str) -> int:
-    """Columns a terminal gives the text: two for each wide (CJK) character."""
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 # ------------------------------------------------------------------------------ command line
