@@ -181,7 +181,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.corpus is None:
             raise LstmgenError("give the corpus to train on: lstmgen train PATH (a .txt file or a folder)")
         corpus, run = args.corpus, args.out
-        config = build_config(args.preset or "default", _overrides(args))
+        if args.init_from:  # the parent's tokenizer, vocabulary and shape; its other settings unless given
+            from lstmgen.finetune import config_from_parent, open_parent
+
+            config = config_from_parent(open_parent(args.init_from), _overrides(args), preset=args.preset)
+        else:
+            config = build_config(args.preset or "default", _overrides(args))
         where = {}
     try:
         with ProgressBar() as bar:

@@ -125,6 +125,7 @@ class TrainConfig:
     save_every: Union[str, int] = 0  # write a resumable state every N steps, or every duration of training such as 2m (0: at every evaluation)
     nan_policy: str = "stop"  # stop | backoff (halve the lr once and go back to the last good weights)
     tensorboard: bool = False  # also log every evaluation to RUN/tensorboard (needs the tensorboard package)
+    init_from: Optional[str] = None  # a trained run to start from (fine-tuning): its best weights, tokenizer, vocabulary and model shape; its other settings too unless given
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "--batch-size must be positive")

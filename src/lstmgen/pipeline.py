@@ -125,8 +125,14 @@ def held_out_in_training(texts: dict[str, list[str]]) -> dict[str, float]:
     novel hold out the same end and leak little; a complete works beside its single novels leaks a lot
     (the end of a novel, held out, is in the middle of the works, trained on).
     """
-    found = _found_in_training({name: texts[name] for name in ("valid", "test")}, texts["train"])
-    return {name: seen / max(1, sum(map(len, texts[name]))) for name, (_, seen) in found.items()}
+    return shares_found_in({name: texts[name] for name in ("valid", "test")}, texts["train"])
+
+
+def shares_found_in(held: dict[str, list[str]], train: list[str]) -> dict[str, float]:
+    """For each group of ``held`` texts: the share of its characters in lines (of at least
+    ``MIN_MATCH_LINE`` characters) that ``train`` also has, word for word."""
+    found = _found_in_training(held, train)
+    return {name: seen / max(1, sum(map(len, held[name]))) for name, (_, seen) in found.items()}
 
 
 def report_overlap(overlap: dict[str, float]) -> None:

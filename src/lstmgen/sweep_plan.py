@@ -142,7 +142,7 @@ def plan(spec: SweepSpec) -> list[PlannedRun]:
         raise LstmgenError("--eval-every-tokens must be 0 or positive")
     if spec.eval_every_tokens and ("eval_every" in fixed or "eval_every" in names):
         raise LstmgenError("give --eval-every (or vary it) or --eval-every-tokens, not both")
-    runs, seen = [], set()
+    runs, seen, parents = [], set(), {}
     for combo in itertools.product(*(s.values for s in spec.settings)):
         values = dict(zip(names, combo))
         overrides = {section: dict(v) for section, v in spec.fixed.items()}
@@ -150,7 +150,7 @@ def plan(spec: SweepSpec) -> list[PlannedRun]:
             overrides.setdefault(setting.section, {})[setting.name] = value
         name = run_name(values)
         try:
-            config = build_config(spec.preset, overrides)
+            config = _config(spec.preset, overrides, parents)
         except LstmgenError as err:
             raise LstmgenError(f"{name}: {err}")
         if spec.eval_every_tokens:  # the same evaluation points in tokens, whatever tokens a step takes
@@ -161,6 +161,19 @@ def plan(spec: SweepSpec) -> list[PlannedRun]:
         seen.add(name)
         runs.append(PlannedRun(name=name, values=values, config=config))
     return runs
+
+
+def _config(preset: str, overrides: dict[str, dict[str, Any]], parents: dict[str, Any]) -> RunConfig:
+    """A run's config; one started from a trained run (``init_from``) has that run's shape and tokenizer,
+    as ``lstmgen train --init-from`` gives it (``parents`` keeps each parent opened once)."""
+    init_from = overrides.get("train", {}).get("init_from")
+    if not init_from:
+        return build_config(preset, overrides)
+    from lstmgen.finetune import config_from_parent, open_parent
+
+    if init_from not in parents:
+        parents[init_from] = open_parent(init_from)
+    return config_from_parent(parents[init_from], overrides, preset=preset)
 
 
 def command_line(spec: SweepSpec, out: Union[str, Path], report: Optional[Union[str, Path]] = None) -> str:

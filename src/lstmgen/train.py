@@ -1,7 +1,8 @@
 """The training loop: truncated BPTT with the state carried across windows, evaluation, checkpoints.
 
 One call, ``train(corpus, config, out=...)``, does everything and returns the run directory.
-``train(..., resume=True)`` continues a run exactly where its last saved state left it.
+``train(..., resume=True)`` continues a run exactly where its last saved state left it; a config whose
+``train.init_from`` names a trained run starts from that run's weights (``finetune``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from lstmgen.config import RunConfig, every, parse_duration
 from lstmgen.data import batchify, derived_seed, device_grid, get_window, num_windows, window_bounds
 from lstmgen.errors import LstmgenError
 from lstmgen.evaluate import Score, autocast_context, describe_bits, describe_oov, score_ids, uses_bf16
+from lstmgen.finetune import (Parent, check_fits, describe_start, held_out_in_parent, load_parent_weights,
+                              open_parent)
 from lstmgen.model import LSTMLM, count_parameters
 from lstmgen.optim import WeightAverage, lr_factor, make_optimizer
 from lstmgen.pipeline import prepare
@@ -216,7 +219,9 @@ def train(
             config.data, **{key: str(Path(value).resolve()) for key in ("valid_path", "test_path")
                             if (value := getattr(config.data, key))}),
             tokenizer=replace(config.tokenizer, user_dict=config.tokenizer.user_dict
-                              and str(Path(config.tokenizer.user_dict).resolve())))
+                              and str(Path(config.tokenizer.user_dict).resolve())),
+            train=replace(config.train, init_from=config.train.init_from
+                          and str(Path(config.train.init_from).resolve())))
         run_dir = Path(out) if out is not None else Path(dist_utils.rank_zero_text(str(default_run_dir(config.preset))))
         if (run_dir / CONFIG).exists():
             raise LstmgenError(f"{run_dir}: already holds a run; continue it with --resume or choose another --out")
@@ -293,6 +298,7 @@ class _Trainer:
         self.loop = _LoopState()
         self.hidden: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # the state carried between windows
         self.board: Any = None
+        self.parent: Optional[Parent] = None  # the run whose weights this one starts from (init_from), if any
 
     def run(self, *, resume: bool, cache_dir: Optional[Path]) -> Path:
         started = time.perf_counter()
@@ -343,6 +349,16 @@ class _Trainer:
             if state is not None and int(state.get("world_size", 1)) != self.world_size:
                 raise LstmgenError(f"{run_dir}: was trained on {int(state['world_size'])} processes; "
                                    f"resume it with the same number (now {self.world_size})")
+            if state is None and config.train.init_from:  # killed before its first save: from the parent again
+                self.parent = open_parent(config.train.init_from)
+                if _read_json(run_dir / CONFIG).get("init_from_sha256") not in (None, self.parent.sha256):
+                    raise LstmgenError(f"{self.parent.path}: its weights changed since {run_dir} started from them; "
+                                       f"start that run again")
+        elif config.train.init_from:
+            self.parent = open_parent(config.train.init_from)
+            check_fits(config, self.parent)
+            self.data = prepare(corpus, config.data, config.tokenizer, cache_dir=cache_dir,
+                                vocab=self.parent.vocab, tokenizer=self.parent.tokenizer)
         else:
             self.data = prepare(corpus, config.data, config.tokenizer, cache_dir=cache_dir)
         dist_utils.release_local_ranks()
@@ -364,6 +380,8 @@ class _Trainer:
         self.budget = parse_duration(tc.time_budget) if tc.time_budget else None
         torch.manual_seed(tc.seed)
         self.model = LSTMLM(self.config.model, len(data.vocab)).to(self.device)
+        if self.parent is not None:  # before the optimiser and the weight average, which start from these
+            load_parent_weights(self.model, self.parent)
         self.optimizer = make_optimizer(self.model, tc, self.device)
         self.average = (WeightAverage(self.optimizer.param_groups[0]["params"], tc.ema_decay)
                         if tc.ema_decay else None)
@@ -392,7 +410,7 @@ class _Trainer:
         if resume:  # killed after config.json was written but before the first checkpoint
             logger.warning("%s: no saved state yet; starting the run again from step 0", run_dir)
             if self.rank == 0:
-                _truncate_metrics(run_dir, 0)
+                _truncate_metrics(run_dir, -1)  # a started run's step-0 record too: it is written again
         elif self.rank == 0:
             data = self.data
             extra = {"corpus": str(Path(self.corpus).resolve()), "corpus_fingerprint": data.fingerprint,
@@ -401,7 +419,14 @@ class _Trainer:
                      "parameters": count_parameters(self.model), "world_size": self.world_size,
                      "split_tokens": {k: int(len(v)) for k, v in data.ids.items()},
                      "split_characters": data.characters}
+            if self.parent is not None:
+                overlap = held_out_in_parent(self.corpus, self.config.data, self.parent)
+                describe_start(self.parent, data.ids["train"], overlap)
+                extra.update(init_from_sha256=self.parent.sha256, init_from_corpus=self.parent.info.get("corpus"),
+                             held_out_in_parent_training=overlap)
             write_run_files(run_dir, self.config, data.tokenizer, data.vocab, extra)
+        if self.parent is not None:  # the parent's score on this held-out text: what fine-tuning starts from
+            self.record_eval()
         self.checkpoint()  # step 0: a NaN before the first save point backs off to here
         return True
 
