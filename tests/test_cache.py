@@ -180,3 +180,23 @@ def test_user_errors_end_in_one_line(filled, monkeypatch, capsys):
     captured = capsys.readouterr()
     assert captured.err.count("\n") == 1 and "could not remove" in captured.err and "(and 2 more)" in captured.err
     assert "nothing to remove" in captured.out and all(folder.is_dir() for folder in filled.values())
+
+
+def test_a_clear_while_a_run_opens_its_token_ids_leaves_the_run_its_ids(tmp_path: Path, private_cache: Path,
+                                                                         monkeypatch):
+    import lstmgen.pipeline as pipeline
+
+    corpus = _corpus(tmp_path, "射雕.txt", 1)
+    first = prepare(corpus, DataConfig(), TokenizerConfig(tokenizer="char"))
+    real_open = pipeline.open_ids
+
+    def cleared_first(path: Path):  # `lstmgen cache --clear` in another process, just before the ids are opened
+        if path.parent.exists():
+            assert main(["cache", "--clear"]) == 0
+        return real_open(path)
+
+    monkeypatch.setattr(pipeline, "open_ids", cleared_first)
+    again = prepare(corpus, DataConfig(), TokenizerConfig(tokenizer="char"))
+    assert not list((private_cache / "tokens").iterdir())  # it was cleared
+    for split in ("train", "valid", "test"):
+        assert (again.ids[split] == first.ids[split]).all()

@@ -421,7 +421,11 @@ def encode_cached(seg: Segmented, table: list[list[int]], vocab: Vocab, tokenize
                 ids_of(name, out=into / f"{name}.bin")
 
         build_and_publish(tmp, folder, write_ids)
-    return {name: open_ids(folder / f"{name}.bin") for name in SPLITS}
+    try:
+        return {name: open_ids(folder / f"{name}.bin") for name in SPLITS}
+    except FileNotFoundError:  # `lstmgen cache --clear` took the folder meanwhile; the segmentation is still mapped
+        logger.warning("the token ids in %s were removed as this run read them; keeping them in memory", folder)
+        return in_memory()
 
 
 def encode_text(texts: list[str], tokenizer: Tokenizer, vocab: Vocab,
