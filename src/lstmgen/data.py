@@ -358,7 +358,7 @@ def derived_seed(seed: int, index: int) -> int:
     is not seed s+1's stream 0."""
     if index == 0:
         return seed
-    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0]) >> 1  # numpy 1.x: no uint64 >> int
 
 
 def window_bounds(length: int, index: int, seq_len: int) -> tuple[int, int]:
