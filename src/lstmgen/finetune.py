@@ -15,6 +15,7 @@ the distance from there.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass, replace
@@ -22,14 +23,11 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
-import torch
-
 from lstmgen.config import SECTIONS, DataConfig, RunConfig, build_config
 from lstmgen.corpus import list_corpus_files
 from lstmgen.errors import LstmgenError
 from lstmgen.pipeline import OVERLAP_WARNING, shares_found_in, split_corpus
-from lstmgen.runs import (WEIGHTS, check_run_dir, describe_error, load_weights, read_run_config,
-                          read_tokenizer_and_vocab)
+from lstmgen.runs import WEIGHTS, check_run_dir, read_run_config, read_tokenizer_and_vocab, run_info
 from lstmgen.tokenizers import Tokenizer
 from lstmgen.vocab import Vocab
 
@@ -51,12 +49,21 @@ class Parent:
     config: RunConfig
     tokenizer: Tokenizer
     vocab: Vocab
-    sha256: str  # of its model.safetensors: which weights the new run started from
     info: dict  # the rest of its config.json (corpus, fingerprint, ...)
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Of its model.safetensors: which weights the new run started from (read when first asked:
+        settling a run's config needs none of it)."""
+        digest = hashlib.sha256()
+        with open(self.path / WEIGHTS, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
 
 
 def open_parent(path: Union[str, Path]) -> Parent:
-    """The run at ``path``, checked to be complete, with its tokenizer and vocabulary (weights not loaded).
+    """The run at ``path``, checked to be complete, with its tokenizer and vocabulary (weights not read).
 
     Raises:
         LstmgenError: not a finished lstmgen run (no weights yet), or a damaged one.
@@ -64,13 +71,7 @@ def open_parent(path: Union[str, Path]) -> Parent:
     run_dir = check_run_dir(path)
     config, raw = read_run_config(run_dir)
     tokenizer, vocab = read_tokenizer_and_vocab(run_dir)
-    digest = hashlib.sha256()
-    with open(run_dir / WEIGHTS, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    info = {k: v for k, v in raw.items() if k not in SECTIONS and k != "preset"}
-    return Parent(path=run_dir.resolve(), config=config, tokenizer=tokenizer, vocab=vocab,
-                  sha256=digest.hexdigest(), info=info)
+    return Parent(path=run_dir.resolve(), config=config, tokenizer=tokenizer, vocab=vocab, info=run_info(raw))
 
 
 def _flag(name: str) -> str:
@@ -129,19 +130,6 @@ def config_from_parent(parent: Parent, overrides: Optional[dict[str, dict[str, A
         model=replace(base.model, **{k: getattr(parent.config.model, k) for k in SHAPE_FIELDS}),
         train=replace(base.train, init_from=str(parent.path)),
         preset=preset if preset is not None else parent.config.preset)
-
-
-def load_parent_weights(model: torch.nn.Module, parent: Parent) -> None:
-    """Put the parent's best weights into ``model`` (built from the same shape and vocabulary).
-
-    Raises:
-        LstmgenError: the weights file is damaged, or does not fit the parent's own config.
-    """
-    path = parent.path / WEIGHTS
-    try:
-        load_weights(model, path)
-    except Exception as err:  # safetensors raises its own error types for torn or foreign files
-        raise LstmgenError(f"{path}: damaged or does not match its config ({describe_error(err)})")
 
 
 def held_out_in_parent(corpus: Union[str, Path], data: DataConfig, parent: Parent) -> Optional[dict[str, float]]:

@@ -341,13 +341,27 @@ def load_run(run_dir: PathLike, device: Union[str, torch.device] = "cpu") -> Run
     config, raw = read_run_config(run_dir)
     tokenizer, vocab = read_tokenizer_and_vocab(run_dir)
     model = LSTMLM(config.model, len(vocab))
-    try:
-        load_weights(model, run_dir / WEIGHTS)
-    except Exception as err:  # safetensors raises its own error types for torn or foreign files
-        raise LstmgenError(f"{run_dir / WEIGHTS}: damaged or does not match the config ({describe_error(err)})")
+    load_run_weights(model, run_dir)
     model.to(device).eval()
-    info = {k: v for k, v in raw.items() if k not in ("data", "tokenizer", "model", "train", "preset")}
-    return Run(path=run_dir, config=config, tokenizer=tokenizer, vocab=vocab, model=model, info=info)
+    return Run(path=run_dir, config=config, tokenizer=tokenizer, vocab=vocab, model=model, info=run_info(raw))
+
+
+def load_run_weights(model: torch.nn.Module, run_dir: PathLike) -> None:
+    """Put a run's best weights (model.safetensors) into ``model``, built from its config and vocabulary.
+
+    Raises:
+        LstmgenError: the file is damaged, or does not fit the run's config.
+    """
+    path = Path(run_dir) / WEIGHTS
+    try:
+        load_weights(model, path)
+    except Exception as err:  # safetensors raises its own error types for torn or foreign files
+        raise LstmgenError(f"{path}: damaged or does not match the config ({describe_error(err)})")
+
+
+def run_info(raw: dict) -> dict:
+    """What config.json holds besides the settings: corpus, fingerprint, sizes, version, ..."""
+    return {k: v for k, v in raw.items() if k not in ("data", "tokenizer", "model", "train", "preset")}
 
 
 class RunLock:

@@ -29,15 +29,14 @@ from lstmgen.config import RunConfig, every, parse_duration
 from lstmgen.data import batchify, derived_seed, device_grid, get_window, num_windows, window_bounds
 from lstmgen.errors import LstmgenError
 from lstmgen.evaluate import Score, autocast_context, describe_bits, describe_oov, score_ids, uses_bf16
-from lstmgen.finetune import (Parent, check_fits, describe_start, held_out_in_parent, load_parent_weights,
-                              open_parent)
+from lstmgen.finetune import Parent, check_fits, describe_start, held_out_in_parent, open_parent
 from lstmgen.model import LSTMLM, count_parameters
 from lstmgen.optim import WeightAverage, lr_factor, make_optimizer
 from lstmgen.pipeline import prepare
 from lstmgen.runs import (
     BEST_KEPT, CONFIG, INTERRUPTED_FILE, METRICS, STATE_DIR, STATE_FILE, TOKENIZER, VOCAB, WEIGHTS, RunLock,
-    _read_json, append_jsonl, check_run_dir, describe_error, keep_as, load_latest_state, load_state, load_weights,
-    read_metrics,
+    _read_json, append_jsonl, check_run_dir, describe_error, keep_as, load_latest_state, load_run_weights,
+    load_state, load_weights, read_metrics,
     read_run_config, read_tokenizer_and_vocab, remove_state, remove_stale_temporaries, save_state, save_weights,
     write_jsonl, write_run_files,
 )
@@ -343,7 +342,8 @@ class _Trainer:
             saved_tokenizer, saved_vocab = read_tokenizer_and_vocab(run_dir)
             self.data = prepare(corpus, config.data, config.tokenizer, cache_dir=cache_dir,
                                 vocab=saved_vocab, tokenizer=saved_tokenizer)
-            fingerprint = _read_json(run_dir / CONFIG).get("corpus_fingerprint")
+            saved = _read_json(run_dir / CONFIG)
+            fingerprint = saved.get("corpus_fingerprint")
             if fingerprint and fingerprint != self.data.fingerprint:
                 raise LstmgenError(f"{corpus}: is not the corpus this run was trained on (its text changed)")
             if state is not None and int(state.get("world_size", 1)) != self.world_size:
@@ -351,7 +351,7 @@ class _Trainer:
                                    f"resume it with the same number (now {self.world_size})")
             if state is None and config.train.init_from:  # killed before its first save: from the parent again
                 self.parent = open_parent(config.train.init_from)
-                if _read_json(run_dir / CONFIG).get("init_from_sha256") not in (None, self.parent.sha256):
+                if saved.get("init_from_sha256") not in (None, self.parent.sha256):
                     raise LstmgenError(f"{self.parent.path}: its weights changed since {run_dir} started from them; "
                                        f"start that run again")
         elif config.train.init_from:
@@ -381,7 +381,7 @@ class _Trainer:
         torch.manual_seed(tc.seed)
         self.model = LSTMLM(self.config.model, len(data.vocab)).to(self.device)
         if self.parent is not None:  # before the optimiser and the weight average, which start from these
-            load_parent_weights(self.model, self.parent)
+            load_run_weights(self.model, self.parent.path)
         self.optimizer = make_optimizer(self.model, tc, self.device)
         self.average = (WeightAverage(self.optimizer.param_groups[0]["params"], tc.ema_decay)
                         if tc.ema_decay else None)
