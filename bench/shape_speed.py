@@ -26,7 +26,8 @@ from lstmgen.data import batchify, num_windows
 from lstmgen.pipeline import prepare
 from lstmgen.runs import read_run_config
 from lstmgen.sweep_plan import parse_vary
-from lstmgen.train import peak_memory_mb, pick_device, train
+from lstmgen.device import peak_memory_mb, pick_device
+from lstmgen.train import train
 
 
 def build(spec: str, device: str, steps: int, corpus: str):

@@ -6,9 +6,16 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
+
+from lstmgen.device import bf16_problem
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CORPORA = REPO.parent / "shared" / "corpora"
+
+# Tests of bf16 on the CPU need a CPU that runs a bf16 LSTM step (probed, as lstmgen itself does).
+CPU_BF16_PROBLEM = bf16_problem(torch.device("cpu"))
+needs_cpu_bf16 = pytest.mark.skipif(CPU_BF16_PROBLEM is not None, reason=f"bf16 on this CPU: {CPU_BF16_PROBLEM}")
 
 # A small made-up vocabulary: sentences built from it have the shape of novel text.
 NAMES = ["郭靖", "黄蓉", "洪七公", "欧阳锋", "杨过", "小龙女"]

@@ -255,7 +255,7 @@ def test_ranks_that_see_different_things_reach_the_same_decision():
 
 def test_under_torchrun_a_process_never_picks_a_device_its_peers_cannot_share(monkeypatch):
     from lstmgen.errors import LstmgenError
-    from lstmgen.train import pick_device
+    from lstmgen.device import pick_device
 
     for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
                         "MASTER_PORT": "29500"}.items():

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import needs_cpu_bf16
 from lstmgen.config import ModelConfig, build_config
+from lstmgen.errors import LstmgenError
 from lstmgen.data import IGNORE_INDEX, row_starts
 from lstmgen.evaluate import describe_oov, score_ids
 from lstmgen.model import LSTMLM, count_parameters
@@ -68,32 +70,32 @@ def test_adaptive_cutoffs_follow_the_vocabulary_size():
     assert adaptive_cutoffs(ModelConfig(output="adaptive", adaptive_cutoffs="100,300"), 1000) == [100, 300]
 
 
-def test_padded_logits_give_the_same_loss_gradients_and_log_probs():
+@pytest.mark.parametrize("amp", [False, pytest.param(True, marks=needs_cpu_bf16)])
+def test_padded_logits_give_the_same_loss_gradients_and_log_probs(amp):
     """On a GPU under autocast the output layer scores a vocabulary padded to a multiple of 64 (fast
     kernels); the padding must change no number a user sees. Forced on the CPU here; fp32 is not padded."""
     x, y = torch.randint(0, 301, (3, 7)), torch.randint(0, 301, (3, 7))
     y[0, :2] = -100  # pads are ignored either way
     for output in ("full", "tied"):
-        for amp in (False, True):
-            results = []
-            for pad_on in ((), ("cpu",)):
-                torch.manual_seed(0)
-                model = LSTMLM(ModelConfig(embed_size=8, hidden_size=16, output=output), 301)
-                model.pad_logits_on = pad_on
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-                    loss, _ = model(x, y)
-                    features, _ = model.features(x)
-                    logp = model.log_probs(features.reshape(-1, features.shape[-1]))
-                    columns = model._logits(features.reshape(-1, features.shape[-1])).shape[-1]
-                assert columns == (320 if pad_on and amp else 301)  # padded under autocast only
-                loss.backward()
-                results.append((loss.detach(), logp.detach().float(), [p.grad.clone() for p in model.parameters()]))
-            (loss_a, logp_a, grads_a), (loss_b, logp_b, grads_b) = results
-            assert logp_b.shape == (21, 301) and torch.isfinite(logp_b).all()
-            assert torch.allclose(loss_a, loss_b, atol=1e-6 if not amp else 1e-3), (output, amp)
-            assert torch.allclose(logp_a, logp_b, atol=1e-5 if not amp else 1e-2), (output, amp)
-            for a, b in zip(grads_a, grads_b):
-                assert torch.isfinite(b).all() and torch.allclose(a, b, atol=1e-6 if not amp else 2e-3), (output, amp)
+        results = []
+        for pad_on in ((), ("cpu",)):
+            torch.manual_seed(0)
+            model = LSTMLM(ModelConfig(embed_size=8, hidden_size=16, output=output), 301)
+            model.pad_logits_on = pad_on
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                loss, _ = model(x, y)
+                features, _ = model.features(x)
+                logp = model.log_probs(features.reshape(-1, features.shape[-1]))
+                columns = model._logits(features.reshape(-1, features.shape[-1])).shape[-1]
+            assert columns == (320 if pad_on and amp else 301)  # padded under autocast only
+            loss.backward()
+            results.append((loss.detach(), logp.detach().float(), [p.grad.clone() for p in model.parameters()]))
+        (loss_a, logp_a, grads_a), (loss_b, logp_b, grads_b) = results
+        assert logp_b.shape == (21, 301) and torch.isfinite(logp_b).all()
+        assert torch.allclose(loss_a, loss_b, atol=1e-6 if not amp else 1e-3), (output, amp)
+        assert torch.allclose(logp_a, logp_b, atol=1e-5 if not amp else 1e-2), (output, amp)
+        for a, b in zip(grads_a, grads_b):
+            assert torch.isfinite(b).all() and torch.allclose(a, b, atol=1e-6 if not amp else 2e-3), (output, amp)
 
 
 def test_weight_drop_masks_recurrent_weights_in_training_only():
@@ -222,6 +224,7 @@ def test_bits_per_char_divide_by_the_characters_of_the_scored_tokens_only():
     assert twice.characters == 52
 
 
+@needs_cpu_bf16
 @pytest.mark.parametrize("output", ["tied", "full", "adaptive"])
 def test_bf16_autocast_on_the_cpu_trains_and_scores_close_to_fp32(output):
     torch.manual_seed(0)
@@ -242,29 +245,114 @@ def test_bf16_autocast_on_the_cpu_trains_and_scores_close_to_fp32(output):
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(4), atol=1e-3)
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_amp_auto_trains_in_bf16_on_a_cpu_only_with_amx_and_always_scores_in_fp32(amx, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("amx, kernel", [pytest.param(True, True, marks=needs_cpu_bf16), (True, False), (False, True)])
+def test_amp_auto_trains_in_bf16_on_a_cpu_only_with_amx_and_a_bf16_kernel_and_always_scores_in_fp32(
+        amx, kernel, tmp_path, monkeypatch, capsys):
     from conftest import make_text
-    from lstmgen import evaluate
+    from lstmgen import device
     from lstmgen.cli import main
 
-    monkeypatch.setattr(evaluate, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(device, "cpu_has_amx", lambda: amx)
+    if not kernel:
+        monkeypatch.setattr(device, "bf16_problem", lambda _: "this CPU has no bf16 LSTM kernel")
     cpu = torch.device("cpu")
-    assert evaluate.uses_bf16(cpu, "auto") is amx and not evaluate.uses_bf16(cpu, "auto", scoring=True)
-    assert evaluate.uses_bf16(cpu, "bf16", scoring=True) and evaluate.uses_bf16(torch.device("cuda"), "auto")
-    assert not evaluate.uses_bf16(cpu, "off") and not evaluate.uses_bf16(torch.device("mps"), "bf16")
+    auto = device.choose_precision(cpu, "auto")
+    assert auto.steps_bf16 is (amx and kernel) and not auto.scoring_bf16
+    off = device.choose_precision(cpu, "off")
+    assert (off.steps_bf16, off.scoring_bf16, off.reason) == (False, False, "fp32: --amp off")
     (tmp_path / "novel.txt").write_text(make_text(1, 60), encoding="utf-8")
     assert main(["train", str(tmp_path / "novel.txt"), "--out", str(tmp_path / "run"), "--preset", "tiny",
                  "--epochs", "0.3"]) == 0
-    assert ("on cpu (bf16 autocast);" in capsys.readouterr().err) is amx  # the step's precision is said at the start
+    said = capsys.readouterr().err  # the step's precision, and why, is said at the start
+    expected = ("on cpu (bf16 autocast in training steps, fp32 in scoring: this CPU has AMX);" if amx and kernel
+                else "on cpu (fp32: this CPU has no bf16 LSTM kernel);" if amx
+                else "on cpu (fp32: this CPU has no AMX, and bf16 without it is slower than fp32);")
+    assert expected in said, said
+
+
+def test_amp_bf16_runs_where_a_bf16_step_runs_and_is_refused_before_anything_is_written_elsewhere(
+        tmp_path, monkeypatch, capsys):
+    from conftest import make_text
+    from lstmgen import device
+    from lstmgen.cli import main
+
+    cpu = torch.device("cpu")
+    if device.bf16_problem(cpu) is None:
+        both = device.choose_precision(cpu, "bf16")
+        assert both.steps_bf16 and both.scoring_bf16
+    with pytest.raises(LstmgenError, match="not on mps"):
+        device.choose_precision(torch.device("mps"), "bf16")
+    assert not device.choose_precision(torch.device("mps"), "auto").steps_bf16
+    monkeypatch.setattr(device, "bf16_problem", lambda _: "this CPU has no bf16 LSTM kernel")
+    with pytest.raises(LstmgenError, match="--amp bf16: this CPU has no bf16 LSTM kernel; use --amp auto or off"):
+        device.choose_precision(cpu, "bf16")
+    (tmp_path / "novel.txt").write_text(make_text(1, 60), encoding="utf-8")
+    run = tmp_path / "runs" / "bf16"
+    code = main(["train", str(tmp_path / "novel.txt"), "--out", str(run), "--preset", "tiny", "--amp", "bf16"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == ("lstmgen: error: --amp bf16: this CPU has no bf16 LSTM kernel; use --amp auto or "
+                                 "off on this machine\n")
+    assert not (tmp_path / "runs").exists()  # no run folder, not even its parent
+
+
+def test_under_an_avx2_hold_amp_bf16_exits_2_with_one_line_where_the_probe_fails(tmp_path):
+    """The CPU that users reported: oneDNN and ATen held to AVX2 (as on an AVX2-only AMD EPYC), a
+    real process, a real probe."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import make_text
+
+    hold = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    probe = "import torch; from lstmgen.device import bf16_problem; print(bf16_problem(torch.device('cpu')))"
+    said = subprocess.run([sys.executable, "-c", probe], env=hold, capture_output=True, text=True, check=True)
+    if said.stdout.strip() == "None":
+        pytest.skip("this CPU runs a bf16 LSTM step even with oneDNN held to AVX2 (not x86?)")
+    (tmp_path / "novel.txt").write_text(make_text(1, 60), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "lstmgen", "train", "novel.txt", "--out", "runs/x", "--preset",
+                           "tiny", "--amp", "bf16"], env=hold, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == ("lstmgen: error: --amp bf16: this CPU has no bf16 LSTM kernel; use --amp auto or off on "
+                           "this machine\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["novel.txt"]
+
+
+def test_a_gpu_without_bf16_trains_in_fp32_under_auto_and_refuses_amp_bf16(monkeypatch):
+    from lstmgen import device
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda _=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _=None: "Tesla T4")
+    device._bf16_problem.cache_clear()
+    try:
+        gpu = torch.device("cuda", 0)
+        auto = device.choose_precision(gpu, "auto")
+        assert not auto.steps_bf16 and auto.reason == "fp32: this GPU (Tesla T4, compute capability 7.5) has no bf16"
+        with pytest.raises(LstmgenError, match=r"--amp bf16: this GPU \(Tesla T4, compute capability 7.5\) has no"):
+            device.choose_precision(gpu, "bf16")
+    finally:
+        device._bf16_problem.cache_clear()
+
+
+def test_the_bf16_probe_leaves_the_random_numbers_of_a_run_alone():
+    from lstmgen import device
+
+    device._bf16_problem.cache_clear()
+    torch.manual_seed(7)
+    device.bf16_problem(torch.device("cpu"))  # probed for real here: weights drawn inside fork_rng
+    after_probe = torch.rand(3)
+    torch.manual_seed(7)
+    assert torch.equal(after_probe, torch.rand(3))
 
 
 def test_an_isa_held_below_amx_keeps_a_cpu_in_fp32(monkeypatch):
-    from lstmgen.evaluate import cpu_has_amx
+    from lstmgen import device
 
+    monkeypatch.setattr(device, "_cpu_flags", lambda: frozenset({"avx512f", "amx_tile", "amx_bf16", "amx_int8"}))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert device.cpu_has_amx() is torch.backends.mkldnn.is_available()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # where bf16 was 0.72x fp32's speed
-    cpu_has_amx.cache_clear()
-    try:
-        assert not cpu_has_amx()
-    finally:
-        cpu_has_amx.cache_clear()
+    assert not device.cpu_has_amx()
+    monkeypatch.setattr(device, "_cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert not device.cpu_has_amx()

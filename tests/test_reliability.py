@@ -681,14 +681,22 @@ def test_resuming_a_finished_run_changes_nothing(trained: Path, capsys):
     assert files_of(trained) == before
 
 
-def test_resume_takes_where_the_run_goes_on_and_refuses_what_it_trains(run_copy: Path, capsys):
+def test_resume_takes_where_the_run_goes_on_and_refuses_what_it_trains(run_copy: Path, capsys, monkeypatch):
+    from lstmgen import device
+
     err = one_line_error(capsys, main(["train", "--resume", str(run_copy), "--lr", "0.1", "--time-budget", "20m"]))
     assert "--lr, --time-budget cannot be given" in err and "start a new run" in err
     config = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
     config["train"]["device"] = "cuda:7"  # made on a GPU machine, finished on this one
+    config["train"]["amp"] = "bf16"  # ... in bf16, which this CPU cannot run
     (run_copy / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
     shutil.rmtree(run_copy / "state")  # so that it trains again
-    assert main(["train", "--resume", str(run_copy), "--device", "cpu", "--threads", "1"]) == 0
+    monkeypatch.setattr(device, "bf16_problem", lambda _: "this CPU has no bf16 LSTM kernel")
+    before = files_of(run_copy)
+    err = one_line_error(capsys, main(["train", "--resume", str(run_copy), "--device", "cpu", "--threads", "1"]))
+    assert err == "lstmgen: error: --amp bf16: this CPU has no bf16 LSTM kernel; use --amp auto or off on this machine"
+    assert files_of(run_copy) == before
+    assert main(["train", "--resume", str(run_copy), "--device", "cpu", "--threads", "1", "--amp", "auto"]) == 0
     assert load_state(run_copy)["finished"]
 
 
@@ -758,7 +766,7 @@ def test_a_runs_peak_memory_is_its_own_not_its_parents():
     import numpy as np
 
     held = np.ones(150_000_000)  # 1.2 GB, touched, held while the child starts
-    code = "import torch; from lstmgen.train import peak_memory_mb; print(peak_memory_mb(torch.device('cpu')))"
+    code = "import torch; from lstmgen.device import peak_memory_mb; print(peak_memory_mb(torch.device('cpu')))"
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(child.stdout) < 0.5 * held.nbytes / 2**20, child.stdout
     del held

@@ -155,7 +155,9 @@ def _duration(seconds: float) -> str:
 # ------------------------------------------------------------------------------ subcommands
 
 
-RESUME_SETTINGS = ("device", "threads")  # where a run goes on, not what it trains: --resume may change them
+# Where a run goes on and how that machine computes, not what it trains: --resume may change them
+# (a run started in bf16 on a GPU can be finished on a CPU that has no bf16).
+RESUME_SETTINGS = ("device", "threads", "amp")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -224,8 +226,8 @@ def _print_summary(run_dir: Path) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from lstmgen.evaluate import describe_oov, score_ids
     from lstmgen.pipeline import MIN_MATCH_LINE, encode_text, prepare, read_texts, share_in_training, training_files_in
+    from lstmgen.device import pick_device
     from lstmgen.runs import load_run
-    from lstmgen.train import pick_device
 
     run = load_run(args.run, device=pick_device(args.device))
     trained_on: list[str] = []
@@ -292,8 +294,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from lstmgen.generate import GenerateConfig, generate, unknown_in_prompt
     from lstmgen.onetoken import resolve_precision
+    from lstmgen.device import pick_device
     from lstmgen.runs import load_run
-    from lstmgen.train import pick_device
 
     seed = args.seed
     if seed is None and args.temperature != 0:  # drawn here, so that it can be told: the text can be had again

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
-import os
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -13,6 +10,7 @@ import numpy as np
 import torch
 
 from lstmgen.data import batchify_padded, device_grid, get_window
+from lstmgen.device import choose_precision
 from lstmgen.model import LSTMLM
 from lstmgen.spelling import Unknowns
 
@@ -71,45 +69,6 @@ class Score:
         return {f"{prefix}{k}": v for k, v in out.items()}
 
 
-def autocast_context(device: torch.device, amp: str, *, scoring: bool = False) -> contextlib.AbstractContextManager:
-    """bf16 autocast where ``uses_bf16`` says so; a no-op elsewhere."""
-    if uses_bf16(device, amp, scoring=scoring):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def uses_bf16(device: torch.device, amp: str, *, scoring: bool = False) -> bool:
-    """Whether ``amp`` (auto | bf16 | off) runs on ``device`` under bf16 autocast: bf16 on CUDA and on
-    a CPU; auto on CUDA, and on a CPU only where it multiplies bf16 with AMX (``cpu_has_amx``) and only
-    for training steps. A CPU's validation and test (``scoring``) stay in fp32 under auto: a small
-    part of the time, and ``lstmgen eval`` then gives the run's own test score on any CPU."""
-    if amp == "off" or device.type not in ("cuda", "cpu"):
-        return False
-    if amp == "bf16" or device.type == "cuda":
-        return True
-    return not scoring and cpu_has_amx()
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tiles that oneDNN may use (Intel Xeon from Sapphire Rapids on, Linux).
-
-    Only there is bf16 autocast the faster on a CPU. The default recipe's step on the 2-core Xeon
-    (2026-11-29, BENCHMARKS.md): 1.37x the tokens/s of fp32 with AMX; with oneDNN held to AVX-512's bf16
-    instructions (``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``) 0.72x, and to plain AVX-512 0.40x. Asks
-    torch (a private call, which also asks Linux for the AMX registers, as oneDNN does itself); an
-    ``ONEDNN_MAX_CPU_ISA`` below AMX says no.
-    """
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-    if isa and isa not in ("ALL", "DEFAULT") and "AMX" not in isa:
-        return False
-    init_amx = getattr(getattr(torch._C, "_cpu", None), "_init_amx", None)
-    try:
-        return bool(init_amx is not None and init_amx() and torch.backends.mkldnn.is_available())
-    except Exception:  # a torch without the call or the library: stay in fp32
-        return False
-
-
 def describe_bits(bits_per_char: float, open_bits_per_char: Optional[float]) -> str:
     """"5.593 bits/char", or "6.327 bits/char (open vocabulary 7.694)": see ``lstmgen.spelling``."""
     text = f"{bits_per_char:.3f} bits/char"
@@ -153,13 +112,14 @@ def nll_sums(
     # Sums in float64 where they are computed; Apple's MPS has no float64, so there each window's
     # float32 sums are added up on the CPU (a wait per window, which only MPS pays).
     wide, sums_on = (torch.float32, torch.device("cpu")) if device.type == "mps" else (torch.float64, device)
+    autocast = choose_precision(device, amp).autocast(device, scoring=True)
     total = torch.zeros((), dtype=torch.float64, device=sums_on)
     count = torch.zeros((), dtype=torch.int64, device=sums_on)
     unknown = torch.zeros((), dtype=torch.int64, device=sums_on)
     unknown_nll = torch.zeros((), dtype=torch.float64, device=sums_on)
     for index in range(-(-(grid.shape[1] - 1) // seq_len)):
         inputs, targets = get_window(grid, index, seq_len, device)
-        with autocast_context(device, amp, scoring=True):
+        with autocast:
             features, state = model.features(inputs, state)
             nll = model.nll(features, targets, reduction="none").to(wide)  # (B*T,), 0 where skipped
         is_unknown = targets.reshape(-1) == 0

@@ -417,7 +417,7 @@ def serve(run: Union[str, Path], *, host: str = "127.0.0.1", port: int = 8000, d
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from lstmgen.train import pick_device
+    from lstmgen.device import pick_device
 
     if not 0 < args.port < 65536:
         raise LstmgenError("--port must be between 1 and 65535")

@@ -39,7 +39,7 @@ def measure_run(run_dir: Path, *, sample_length: int, sample_seed: int) -> dict[
     from lstmgen.generate import GenerateConfig, generate
     from lstmgen.pipeline import prepare
     from lstmgen.runs import load_run, write_json
-    from lstmgen.train import pick_device
+    from lstmgen.device import pick_device
 
     run = load_run(run_dir)
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import logging
 import math
-import os
 import random
 import signal
 import sys
@@ -28,7 +27,8 @@ from lstmgen import distributed as dist_utils
 from lstmgen.config import RunConfig, every, parse_duration
 from lstmgen.data import batchify, derived_seed, device_grid, get_window, num_windows, window_bounds
 from lstmgen.errors import LstmgenError
-from lstmgen.evaluate import Score, autocast_context, describe_bits, describe_oov, score_ids, uses_bf16
+from lstmgen.device import Precision, choose_precision, peak_memory_mb, pick_device
+from lstmgen.evaluate import Score, describe_bits, describe_oov, score_ids
 from lstmgen.finetune import Parent, check_fits, describe_start, held_out_in_parent, open_parent
 from lstmgen.model import LSTMLM, count_parameters
 from lstmgen.optim import WeightAverage, lr_factor, make_optimizer
@@ -57,60 +57,9 @@ class NonFiniteLoss(LstmgenError):
     """The loss became NaN or infinite."""
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """CUDA, then Apple's MPS (not under torchrun), then the CPU; or exactly what ``name`` says."""
-    several = dist_utils.launched() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if name != "auto":
-        try:
-            device = torch.device(name)
-        except RuntimeError:
-            raise LstmgenError(f"--device {name}: not a device; choose auto, cpu, cuda, cuda:N or mps") from None
-        if several and device.index is not None:
-            raise LstmgenError(f"--device {name}: under torchrun each process takes its own GPU (the one its "
-                               f"LOCAL_RANK names); give --device cuda, and CUDA_VISIBLE_DEVICES to choose GPUs")
-        if several and device.type == "mps":
-            raise LstmgenError(f"--device {name}: torchrun's processes cannot share an MPS device (gloo does not "
-                               f"reach it); give --device cpu")
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise LstmgenError(f"--device {name}: CUDA is not available on this machine")
-        if device.type == "cuda" and device.index is None:
-            device = dist_utils.cuda_device()  # under torchrun, each process its own GPU
-        if device.type == "mps" and not torch.backends.mps.is_available():
-            raise LstmgenError(f"--device {name}: MPS is not available on this machine")
-        return device
-    if torch.cuda.is_available():
-        return dist_utils.cuda_device()
-    if not several and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def default_run_dir(preset: str) -> Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{stamp}-{preset}"
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak CUDA memory allocated on a GPU, else the process's peak resident set (RSS)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:  # Linux: this process's own peak. ru_maxrss keeps the parent's from before exec, so a run
-        # started by a sweep that had loaded models would report the sweep's peak as its own
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import resource
-    except ImportError:  # Windows: psutil knows the peak working set
-        import psutil
-
-        info = psutil.Process().memory_info()
-        return getattr(info, "peak_wset", info.rss) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
 
 @dataclass
@@ -233,6 +182,10 @@ def train(
         try:
             if tc.tensorboard:
                 tensorboard_writer()  # missing package: said before the corpus is read, by every rank
+            if tc.threads:
+                torch.set_num_threads(tc.threads)
+            device = pick_device(tc.device)
+            precision = choose_precision(device, tc.amp)  # --amp bf16 where it cannot run: refused before any write
             if lock is not None:
                 lock.__enter__()  # first: a second writer is turned away before it changes anything
                 remove_stale_temporaries(run_dir)  # half-written files of a killed run; we are the only writer now
@@ -243,10 +196,9 @@ def train(
             refusal = LstmgenError(f"{run_dir}: rank 0 stopped before training (its message says why)")
         if refusal is not None:
             raise refusal
-        if tc.threads:
-            torch.set_num_threads(tc.threads)
-        device = pick_device(tc.device)
-        return _train(Path(corpus), config, run_dir, device, resume, cache_dir, progress, rank, world_size)
+        trainer = _Trainer(Path(corpus), config, run_dir, device, precision, rank=rank, world_size=world_size,
+                           progress=progress)
+        return trainer.run(resume=resume, cache_dir=cache_dir)
     finally:
         if lock is not None:
             lock.__exit__(*sys.exc_info())
@@ -276,13 +228,6 @@ def _set_rng_states(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["rng_cuda"], device)
 
 
-def _train(corpus: Path, config: RunConfig, run_dir: Path, device: torch.device, resume: bool,
-           cache_dir: Optional[Path], progress: Optional[Callable[[Progress], None]],
-           rank: int, world_size: int) -> Path:
-    trainer = _Trainer(corpus, config, run_dir, device, rank=rank, world_size=world_size, progress=progress)
-    return trainer.run(resume=resume, cache_dir=cache_dir)
-
-
 class _Trainer:
     """One process's share of a run: its data, model, optimiser and counters, and the loop in pieces.
 
@@ -290,9 +235,10 @@ class _Trainer:
     ``restore`` and ``checkpoint`` are the two halves of an exact resume.
     """
 
-    def __init__(self, corpus: Path, config: RunConfig, run_dir: Path, device: torch.device, *,
+    def __init__(self, corpus: Path, config: RunConfig, run_dir: Path, device: torch.device, precision: Precision, *,
                  rank: int, world_size: int, progress: Optional[Callable[[Progress], None]]) -> None:
         self.corpus, self.config, self.tc, self.run_dir, self.device = corpus, config, config.train, run_dir, device
+        self.precision = precision
         self.rank, self.world_size, self.progress = rank, world_size, progress
         self.loop = _LoopState()
         self.hidden: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # the state carried between windows
@@ -305,9 +251,8 @@ class _Trainer:
         self._build()
         if not self._start(state, resume):
             return self.run_dir
-        logger.info("model: %s parameters on %s%s; %d steps of %d x %d tokens per epoch",
-                    f"{count_parameters(self.model):,}", self.device,
-                    " (bf16 autocast)" if uses_bf16(self.device, self.tc.amp) else "", self.windows,
+        logger.info("model: %s parameters on %s (%s); %d steps of %d x %d tokens per epoch",
+                    f"{count_parameters(self.model):,}", self.device, self.precision.reason, self.windows,
                     self.tc.batch_size * self.world_size, self.tc.seq_len)
         logger.info("data ready in %.1fs (%s)", time.perf_counter() - started,
                     ", ".join(f"{k} {v:.1f}s" for k, v in self.data.seconds.items()))
@@ -537,7 +482,7 @@ class _Trainer:
         inputs, targets = get_window(self.grid, window, self.tc.seq_len, self.device)  # (B, T) each
         if self.hidden is not None:  # truncated BPTT: keep the values, cut the graph at the window edge
             self.hidden = (self.hidden[0].detach(), self.hidden[1].detach())
-        with autocast_context(self.device, self.tc.amp):
+        with self.precision.autocast(self.device):
             loss, self.hidden = self.wrapped(inputs, targets, self.hidden)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
