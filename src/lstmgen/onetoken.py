@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from lstmgen.errors import LstmgenError
 from lstmgen.model import LSTMLM, State
+from lstmgen.private_torch import dequantize_rows, int8_matmul
 
 # torch's int8 kernel reads 16 columns at a time, with aligned loads from rows starting at 32-byte
 # boundaries, and checks neither: other widths gave NaN or a crash. A matrix of another input width
@@ -41,8 +42,8 @@ def int8_is_fast() -> bool:
     or Clang (torch's source leaves the vectorised kernel out of MSVC builds, so not on Windows).
     Elsewhere "auto" keeps fp32: ARM's kernel is unmeasured here, and the portable one is a plain loop."""
     capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
-    return (hasattr(torch, "_weight_int8pack_mm") and capability in ("AVX2", "AVX512")
-            and not sys.platform.startswith("win"))
+    return (capability in ("AVX2", "AVX512") and not sys.platform.startswith("win")
+            and int8_matmul() is not None)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -55,8 +56,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return "int8" if device.type == "cpu" and int8_is_fast() else "fp32"
     if precision == "int8" and device.type != "cpu":
         raise LstmgenError("--precision int8 is for generating on a CPU; use fp32 (or auto) on a GPU")
-    if precision == "int8" and not hasattr(torch, "_weight_int8pack_mm"):
-        raise LstmgenError(f"--precision int8 needs a newer PyTorch than {torch.__version__}")
     return precision
 
 
@@ -103,15 +102,19 @@ class _Linear:
     """x (B, K) -> x W^T + b (B, N) in fp32, or from int8 weights.
 
     int8: the weights as ``quantize_rows`` stores them; x is rounded to bf16 for torch's kernel, which
-    returns bf16 (log_softmax then takes it to fp32 as it reads it).
+    returns bf16 (log_softmax then takes it to fp32 as it reads it). Where this torch has no working
+    int8 kernel (``private_torch.int8_matmul``), the int8 weights' values are multiplied in fp32.
     """
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, *, int8: bool = False) -> None:
         weight = weight.detach().float()
         self.in_features = weight.shape[1]
         self.bias = None if bias is None else bias.detach().float()
-        self.int8 = int8
-        if int8:
+        self.kernel = int8_matmul() if int8 else None
+        self.int8 = self.kernel is not None
+        if int8 and self.kernel is None:  # the public path: the weights int8 holds, in fp32
+            weight = dequantize_rows(*quantize_rows(weight))
+        if self.int8:
             self.pad = -self.in_features % INT8_WIDTH_MULTIPLE
             # F.pad copies even with nothing to add: the seed's 520 MB output layer would be copied for nothing
             self.weight, self.scale = quantize_rows(F.pad(weight, (0, self.pad)) if self.pad else weight)
@@ -137,11 +140,11 @@ class _Linear:
             had = torch.get_num_threads()
             torch.set_num_threads(threads)
             try:
-                out = torch._weight_int8pack_mm(x, self.weight, self.scale)
+                out = self.kernel(x, self.weight, self.scale)
             finally:
                 torch.set_num_threads(had)
         else:
-            out = torch._weight_int8pack_mm(x, self.weight, self.scale)
+            out = self.kernel(x, self.weight, self.scale)
         for extra in (self.bias, add):
             if extra is not None:
                 out = torch.add(extra, out)  # fp32 + bf16 -> fp32

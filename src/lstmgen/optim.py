@@ -1,17 +1,20 @@
 """The optimiser a run names, its learning-rate schedule, and weight averaging.
 
-Adam and AdamW run on PyTorch's fused kernels, without ``torch.optim``'s start-up cost.
+Adam and AdamW run on PyTorch's fused kernels, without ``torch.optim``'s start-up cost; the kernels
+are private torch functions, checked once against Adam in public operations (``private_torch``).
 
 Every ``torch.optim`` optimiser imports ``torch._dynamo`` on its first step, state_dict or zero_grad
 (for the graph breaks it places around them): about 0.9 s on a laptop CPU, five times what the rest
 of a cached start takes (BENCHMARKS.md, issue 7.4). ``FusedAdam`` runs the same fused kernel that
 ``torch.optim.Adam(fused=True)`` / ``AdamW(fused=True)`` run, on the same state, so the weights it
 produces are the ones torch's would, and its ``state_dict`` has torch's layout: a run saved by either
-resumes with the other.
+resumes with the other. Where a torch has no such kernel (or it fails its check), ``FusedAdam`` takes the
+same steps in public tensor operations.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
@@ -19,6 +22,7 @@ from typing import Any, Iterable, Iterator
 import torch
 
 from lstmgen.config import TrainConfig
+from lstmgen.private_torch import adam_public, fused_adam
 
 
 class FusedAdam:
@@ -42,6 +46,8 @@ class FusedAdam:
             "fused": True, **({"decoupled_weight_decay": True} if decoupled else {}),
         }]
         self.state: dict[torch.nn.Parameter, dict[str, torch.Tensor]] = {}
+        self._kernel = (fused_adam(decoupled, params[0].device.type)
+                        or functools.partial(adam_public, decoupled=decoupled))
 
     @property
     def _params(self) -> list[torch.nn.Parameter]:
@@ -71,12 +77,12 @@ class FusedAdam:
             return
         states = [self._state_of(p) for p in params]
         steps = [s["step"] for s in states]
-        torch._foreach_add_(steps, 1)
-        kernel = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
+        for step in steps:
+            step.add_(1)
         beta1, beta2 = group["betas"]
-        kernel(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-               [], steps, lr=float(group["lr"]), beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
-               eps=group["eps"], amsgrad=False, maximize=False, grad_scale=None, found_inf=None)
+        self._kernel(params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                     [s["exp_avg_sq"] for s in states], steps, lr=float(group["lr"]), beta1=beta1, beta2=beta2,
+                     weight_decay=group["weight_decay"], eps=group["eps"])
 
     def state_dict(self) -> dict[str, Any]:
         """torch.optim's layout: parameters by their index, each group's settings with its indices."""
@@ -123,19 +129,23 @@ class WeightAverage:
     @torch.no_grad()
     def update(self) -> None:
         self.updates += 1
-        torch._foreach_lerp_(self.averages, [p.detach() for p in self.params], max(1 - self.decay, 1 / self.updates))
+        weight = max(1 - self.decay, 1 / self.updates)
+        for average, param in zip(self.averages, self.params):
+            average.lerp_(param.detach(), weight)
 
     @contextmanager
     def swapped_in(self) -> Iterator[None]:
         """The model's parameters hold the average inside the block and their own values after it."""
         with torch.no_grad():
             own = [p.detach().clone() for p in self.params]
-            torch._foreach_copy_([p.detach() for p in self.params], self.averages)
+            for param, average in zip(self.params, self.averages):
+                param.copy_(average)
         try:
             yield
         finally:
             with torch.no_grad():
-                torch._foreach_copy_([p.detach() for p in self.params], own)
+                for param, value in zip(self.params, own):
+                    param.copy_(value)
 
     def state_dict(self) -> dict[str, Any]:
         return {"decay": self.decay, "updates": self.updates, "averages": list(self.averages)}
