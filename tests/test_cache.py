@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -200,3 +201,18 @@ def test_a_clear_while_a_run_opens_its_token_ids_leaves_the_run_its_ids(tmp_path
     assert not list((private_cache / "tokens").iterdir())  # it was cleared
     for split in ("train", "valid", "test"):
         assert (again.ids[split] == first.ids[split]).all()
+
+
+def test_the_cache_lives_where_the_platform_keeps_caches_unless_lstmgen_cache_says(tmp_path, monkeypatch):
+    import platformdirs
+
+    from lstmgen.data import default_cache_dir
+
+    assert default_cache_dir() == Path(os.environ["LSTMGEN_CACHE"])  # set for every test: it wins
+    monkeypatch.delenv("LSTMGEN_CACHE")
+    assert default_cache_dir() == Path(platformdirs.user_cache_dir("lstmgen", appauthor=False))
+    if sys.platform.startswith("linux"):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        assert default_cache_dir() == tmp_path / "xdg" / "lstmgen"  # Linux: XDG_CACHE_HOME honoured
+        monkeypatch.delenv("XDG_CACHE_HOME")
+        assert default_cache_dir() == Path.home() / ".cache" / "lstmgen"

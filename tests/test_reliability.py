@@ -156,9 +156,9 @@ def assert_same_run(reference: Path, resumed: Path, note: str) -> None:
 
 
 def files_of(run: Path) -> dict[str, bytes]:
-    """Every file of a run and its bytes (the lock file aside)."""
+    """Every file of a run and its bytes (the lock's files aside)."""
     return {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+            if p.is_file() and p.name not in (".lock", ".lock.pid")}
 
 
 def one_line_error(capsys: pytest.CaptureFixture, code: int) -> str:
@@ -231,7 +231,8 @@ def test_a_second_writer_is_refused_and_a_killed_writer_leaves_no_lock_behind(
     finally:
         process.kill()
         process.communicate()
-    assert (run / ".lock").read_text() == str(process.pid)  # the dead writer's file is still there...
+    assert (run / ".lock.pid").read_text() == str(process.pid)  # the dead writer's files are still there...
+    assert (run / ".lock").exists()
     with RunLock(run):  # ...but the kernel released its lock
         pass
 
@@ -751,7 +752,7 @@ def test_stale_temporaries_are_ours_and_nothing_else(tmp_path: Path):
     (stale[1]).mkdir()
     (stale[1] / "checkpoint.pt").write_text("x")
     old = [run / ".config.json.00112233aabb.tmp"]  # what older versions left: a file of that name
-    kept = [run / ".tmpnotes.txt", run / ".lock", run / "notes.tmp", run / ".notes.tmp", run / "config.json",
+    kept = [run / ".tmpnotes.txt", run / ".lock", run / ".lock.pid", run / "notes.tmp", run / ".notes.tmp", run / "config.json",
             run / ".tmpZ9y8X7", run / ".my.backup.tmp"]
     for path in old + kept:
         path.write_text("x")

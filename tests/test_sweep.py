@@ -206,6 +206,25 @@ def test_switches_and_exact_numbers_reach_each_run_as_the_sweep_asked():
     assert not [a for a in train_arguments("corpus", Path("run"), build_config("tiny")) if "dropout" in a]
 
 
+def test_a_switch_a_preset_turns_on_can_be_turned_off(tmp_path, monkeypatch):
+    from lstmgen.config import PRESETS
+
+    switched_on = {**PRESETS["tiny"], "model": {**PRESETS["tiny"]["model"], "locked_dropout": True}}
+    monkeypatch.setitem(PRESETS, "tiny", switched_on)
+    config = build_config("tiny", {"model": {"locked_dropout": False}})
+    arguments = train_arguments("corpus", Path("run"), config)
+    assert "--no-locked-dropout" in arguments
+    assert build_parser().parse_args(arguments).locked_dropout is False
+    parsed = build_parser().parse_args(["train", "corpus"])
+    assert parsed.locked_dropout is None and parsed.tensorboard is None  # left out: the preset says
+    text = tmp_path / "novel.txt"
+    text.write_text(make_text(1, 40), encoding="utf-8")
+    assert main(["train", str(text), "--out", str(tmp_path / "run"), "--preset", "tiny", "--epochs", "0.2",
+                 "--no-locked-dropout", "--dropout", "0.2", "--no-tensorboard"]) == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
+    assert saved["model"]["locked_dropout"] is False and saved["train"]["tensorboard"] is False
+
+
 def test_a_varied_learning_rate_is_not_overwritten_by_the_scheduled_one_in_curves_csv(corpus, tmp_path):
     out = tmp_path / "lr"
     assert main(["sweep", str(corpus), "--vary", "lr=0.01,0.02", *TINY, "--schedule", "cosine",

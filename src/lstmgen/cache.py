@@ -181,7 +181,7 @@ def _token_folder(path: Path) -> TokenFolder:
 
 
 def cache_root(cache_dir: Optional[Path] = None) -> Path:
-    """The cache folder (``$LSTMGEN_CACHE`` or ~/.cache/lstmgen unless given).
+    """The cache folder (``$LSTMGEN_CACHE`` or the platform's cache folder unless given: ``data.default_cache_dir``).
 
     Raises:
         LstmgenError: it is something other than a folder.

@@ -61,8 +61,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, kind: type, *, prefix: 
         base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
         flags = ["--" + prefix + f.name.replace("_", "-")] + FLAG_ALIASES.get(f.name, [])
         default = None if defaults_none else f.default
-        if base is bool:  # a switch: given means True, left out means the preset's value
-            group.add_argument(*flags, dest=f.name, action="store_const", const=True, default=default,
+        if base is bool:  # --name sets True, --no-name False; left out, the preset's (or parent run's) value
+            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                help=helps.get(f.name, ""))
             continue
         group.add_argument(*flags, dest=f.name, type=base if base in (int, float, str) else str, default=default,
@@ -433,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("cache", help="list the token cache; remove folders no run has used lately",
-                       description="List the token cache ($LSTMGEN_CACHE, else ~/.cache/lstmgen): a line per "
+                       description="List the token cache ($LSTMGEN_CACHE, else the platform's cache folder, such as "
+                                   "~/.cache/lstmgen on Linux): a line per "
                                    "segmentation folder with its size, last use, tokenizer, tokens per split and "
                                    "corpus. Removing is safe while runs are going: a run that needs a removed "
                                    "folder segments its corpus again.")

@@ -22,9 +22,15 @@ IGNORE_INDEX = -100  # target id of padding: scored by nobody
 
 
 def default_cache_dir() -> Path:
-    """Where token caches live: $LSTMGEN_CACHE, else ~/.cache/lstmgen."""
+    """Where token caches live: $LSTMGEN_CACHE, else where this platform keeps a program's caches
+    (``$XDG_CACHE_HOME/lstmgen`` or ~/.cache/lstmgen on Linux, ~/Library/Caches/lstmgen on macOS,
+    %LOCALAPPDATA%\\lstmgen\\Cache on Windows)."""
     env = os.environ.get("LSTMGEN_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "lstmgen"
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("lstmgen", appauthor=False))
 
 
 # The cache's layout (cache.py lists and prunes it): tokens/<key>/ a segmentation, read/<key>.json a

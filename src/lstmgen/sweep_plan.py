@@ -111,10 +111,10 @@ def exact_text(value: Any) -> str:
 
 
 def flag(key: str, value: Any) -> list[str]:
-    """The ``lstmgen train`` flag that sets ``key`` to ``value``: a switch is given bare, or left out."""
+    """The ``lstmgen train`` flag that sets ``key`` to ``value``: a switch is ``--name`` or ``--no-name``."""
     name = "--" + key.replace("_", "-")
     if isinstance(value, bool):
-        return [name] if value else []
+        return [name] if value else ["--no-" + key.replace("_", "-")]
     return [f"{name}={exact_text(value)}"]
 
 
@@ -199,8 +199,5 @@ def train_arguments(corpus: str, run_dir: Path, config: RunConfig) -> list[str]:
     wanted = config.to_dict()
     changed = [(key, value) for section in SECTIONS for key, value in wanted[section].items()
                if value != base[section][key] and value is not None]
-    for key, value in changed:
-        if value is False:  # a switch can only be turned on: no preset has one on, so this is never needed
-            raise LstmgenError(f"--{key.replace('_', '-')} cannot be turned off from the command line")
     return ["train", corpus, "--out", str(run_dir), "--preset", config.preset,
             *(part for key, value in changed for part in flag(key, value))]
