@@ -2,7 +2,6 @@
 
 import codecs
 import logging
-import time
 from pathlib import Path
 
 import pytest
@@ -196,12 +195,11 @@ def test_invalid_advert_pattern_is_a_user_error(tmp_path):
         read_corpus(tmp_path, advert_pattern="[")
 
 
-def test_normalize_is_linear_on_one_huge_line():
+def test_normalize_reads_one_huge_line():
+    # how long it takes is bench/read_speed.py's to measure (it is linear), not a test's
     raw = "\u3000" + "字" * 20_000_000 + "\r\n"
-    start = time.perf_counter()
     text, dropped = normalize_text(raw)
     assert len(text) == 20_000_000 and dropped == 0
-    assert time.perf_counter() - start < 5
 
 
 # --- files, folders and index files ------------------------------------------------------------
@@ -370,7 +368,6 @@ def test_fingerprint_depends_on_content_order_and_boundaries():
 
 @pytest.mark.skipif(not REAL_CORPUS.is_dir(), reason=f"real corpus not found at {REAL_CORPUS}")
 def test_the_four_classic_novels():
-    start = time.perf_counter()
     documents = {d.name: d for d in read_corpus(REAL_CORPUS)}
     assert {name: d.encoding for name, d in documents.items()} == {
         "三国演义.txt": "utf-8", "水浒传.txt": "utf-8", "红楼梦.txt": "utf-8", "西游记.txt": "gb18030",
@@ -385,4 +382,3 @@ def test_the_four_classic_novels():
         assert text.startswith(train + "\n") and text.endswith("\n" + test)
         assert 0.04 < len(valid) / len(text) < 0.06 and 0.04 < len(test) / len(text) < 0.06
     assert documents["西游记.txt"].text.startswith("《西游记》")
-    assert time.perf_counter() - start < 10

