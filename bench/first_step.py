@@ -40,12 +40,12 @@ def child(corpus: str, preset: str, cache: str, out: str, import_dynamo: bool) -
     if import_dynamo:
         import torch._dynamo  # noqa: F401
 
-    import lstmgen.train
+    import lstmgen.training.loop
     from lstmgen.config import build_config
-    from lstmgen.train import train
+    from lstmgen.training.run import train
 
     imported = time.perf_counter()
-    make_optimizer = lstmgen.train.make_optimizer
+    make_optimizer = lstmgen.training.loop.make_optimizer
 
     def stopping_after_first_step(*args, **kwargs):  # the run's own optimiser, whose step ends the run
         optimizer = make_optimizer(*args, **kwargs)
@@ -58,7 +58,7 @@ def child(corpus: str, preset: str, cache: str, out: str, import_dynamo: bool) -
         optimizer.step = step_then_stop
         return optimizer
 
-    lstmgen.train.make_optimizer = stopping_after_first_step
+    lstmgen.training.loop.make_optimizer = stopping_after_first_step
     config = build_config(preset)
     started = time.perf_counter()
     try:

@@ -285,3 +285,22 @@ def test_tensorboard_logs_every_evaluation(tiny_corpus: Path, tmp_path: Path):
     assert len(valid) == len([r for r in read_metrics(run) if "valid_bits_per_char" in r]) >= 2
     # the writer was closed: its thread has ended
     assert not [t for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread"]
+
+
+def test_the_progress_bar_fills_by_the_clock_under_a_time_budget():
+    import io
+
+    from lstmgen.cli import ProgressBar
+    from lstmgen.training.loop import Progress
+
+    def drawn(**given) -> str:
+        stream = io.StringIO()
+        ProgressBar(stream)(Progress(**{"step": 10, "total_steps": 346000, "epoch": 0.0, "loss": 5.0,
+                                        "tokens_per_s": 1000.0, "elapsed": 90.0, "seconds_left": 90.0,
+                                        "lr": 0.01, **given}))
+        return stream.getvalue()
+
+    by_time = drawn(fraction=0.5, time_budget=180.0)
+    assert by_time.startswith("[##########..........] step 10 epoch") and "/346000" not in by_time
+    by_steps = drawn(fraction=10 / 346000)
+    assert by_steps.startswith("[....................] step 10/346000 epoch")

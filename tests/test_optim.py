@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from conftest import make_text
-from lstmgen.config import TrainConfig, build_config
-from lstmgen.optim import FusedAdam, WeightAverage, lr_factor
+from lstmgen.config import SCHEDULES, TrainConfig, build_config
+from lstmgen.optim import FusedAdam, WeightAverage
+from lstmgen.training.schedule import SCHEDULES as SCHEDULE_FUNCTIONS, lr_factor
 
 
 # Every test runs on the CPU; where a GPU is present (the device checks), the optimiser's on it too.
@@ -200,6 +201,10 @@ def test_warm_up_climbs_to_the_rate_then_cosine_and_linear_decay_to_its_floor():
     assert [lr_factor(p, 10, linear) for p in (0.0, 0.25, 1.0)] == pytest.approx([1.0, 0.775, 0.1])
     assert lr_factor(1.5, 10, cosine) == pytest.approx(0.1)  # past the end (a budget overrun): the floor
     assert {lr_factor(p, 10, constant) for p in (0.0, 0.5, 1.0)} == {1.0}
+
+
+def test_every_schedule_a_run_can_name_has_its_function():
+    assert set(SCHEDULES) == set(SCHEDULE_FUNCTIONS)
 
 
 def validations_of_a_tiny_run(tmp_path, *flags: str) -> list[dict]:

@@ -450,24 +450,24 @@ def test_a_run_stopped_under_a_gpus_autocast_resumes_on_a_cpu(small_corpus, tmp_
 
 def test_a_signal_during_the_last_validation_stops_before_the_test_and_resume_only_scores_it(small_corpus, tmp_path,
                                                                                              monkeypatch, capsys):
-    from lstmgen.train import _Trainer
+    from lstmgen.training.loop import Trainer
 
     straight = tmp_path / "straight"
     assert main(["-q", "train", str(small_corpus), "--out", str(straight), *NAN_ARGS]) == 0
-    original = _Trainer.record_eval
+    original = Trainer.record_eval
 
     def record_eval(self):
         original(self)
-        if self.loop.step == self.total_steps:  # Ctrl-C while the last validation runs
+        if self.state.counters.step == self.total_steps:  # Ctrl-C while the last validation runs
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(_Trainer, "record_eval", record_eval)
+    monkeypatch.setattr(Trainer, "record_eval", record_eval)
     run = tmp_path / "run"
     assert main(["-q", "train", str(small_corpus), "--out", str(run), *NAN_ARGS]) == 130
     assert f"lstmgen train --resume {run}" in capsys.readouterr().err
     assert not any(r.get("split") == "test" for r in read_metrics(run))  # stopped before the test
     weights = (run / "model.safetensors").read_bytes()
-    monkeypatch.setattr(_Trainer, "record_eval", original)
+    monkeypatch.setattr(Trainer, "record_eval", original)
     assert main(["-q", "train", "--resume", str(run)]) == 0
     records = read_metrics(run)
     assert [r.get("split") for r in records].count("test") == 1 and records[-1]["split"] == "test"
@@ -714,7 +714,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_on_resume(trained
 def test_eval_and_save_every_a_duration_follow_the_training_clock(small_corpus, tmp_path, monkeypatch):
     import itertools
 
-    import lstmgen.train as train_module
+    import lstmgen.training.loop as train_module
 
     ticks = itertools.count()  # a clock that moves 0.05 s each time it is read: the same run on any machine
     monkeypatch.setattr(time, "perf_counter", lambda: next(ticks) * 0.05)

@@ -127,8 +127,9 @@ class ProgressBar:
 
         left = _duration(p.seconds_left) if p.seconds_left is not None else "?"
         width = 20
-        done = int(width * min(p.step / max(p.total_steps, 1), 1.0))
-        line = (f"[{'#' * done}{'.' * (width - done)}] step {p.step}/{p.total_steps} epoch {p.epoch:.2f} "
+        done = int(width * min(max(p.fraction, 0.0), 1.0))  # by steps, or by the clock under a time budget
+        steps = f"step {p.step}" if p.time_budget else f"step {p.step}/{p.total_steps}"
+        line = (f"[{'#' * done}{'.' * (width - done)}] {steps} epoch {p.epoch:.2f} "
                 f"loss {p.loss:.3f} ppl {math.exp(min(p.loss, 50)):.1f} {p.tokens_per_s:,.0f} tok/s "
                 f"{_duration(p.elapsed)} elapsed, {left} left")
         if self.tty:

@@ -1,4 +1,4 @@
-"""The optimiser a run names, its learning-rate schedule, and weight averaging.
+"""The optimiser a run names, and weight averaging.
 
 Adam and AdamW run on PyTorch's fused kernels, without ``torch.optim``'s start-up cost; the kernels
 are private torch functions, checked once against Adam in public operations (``private_torch``).
@@ -15,7 +15,6 @@ same steps in public tensor operations.
 from __future__ import annotations
 
 import functools
-import math
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
@@ -156,19 +155,6 @@ class WeightAverage:
             raise ValueError("the saved weight average does not fit this model's parameters")
         self.updates = int(saved["updates"])
         self.averages = [a.to(p.device, p.dtype) for a, p in zip(averages, self.params)]
-
-
-def lr_factor(progress: float, step: int, config: TrainConfig) -> float:
-    """The learning-rate multiplier after ``step`` steps, ``progress`` in [0, 1] through the run."""
-    if config.warmup_steps and step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = min(max(progress, 0.0), 1.0)
-    floor = config.min_lr_ratio
-    if config.schedule == "cosine":
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-    if config.schedule == "linear":
-        return 1 - (1 - floor) * progress
-    return 1.0
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> Any:
