@@ -304,3 +304,21 @@ def test_the_progress_bar_fills_by_the_clock_under_a_time_budget():
     assert by_time.startswith("[##########..........] step 10 epoch") and "/346000" not in by_time
     by_steps = drawn(fraction=10 / 346000)
     assert by_steps.startswith("[....................] step 10/346000 epoch")
+
+
+def test_train_help_lists_every_setting_in_its_group_with_the_help_its_field_declares(capsys):
+    import dataclasses
+
+    from lstmgen.cli import FLAG_GROUPS
+    from lstmgen.config import SECTIONS
+
+    for kind in SECTIONS.values():
+        for f in dataclasses.fields(kind):
+            assert len(f.metadata.get("help", "")) > 10, f.name  # declared with the field, not read from source
+    assert main(["train", "--help"]) == 0
+    shown = capsys.readouterr().out
+    places = [shown.index(f"\n{title}:\n") for title in FLAG_GROUPS.values()]
+    assert places == sorted(places)  # data, model, training, evaluation, output
+    output = shown[places[-1]:]
+    assert "--save-every" in output and "--out" in output and "--tensorboard, --no-tensorboard" in output
+    assert "--seq-len" in shown[places[2]:places[3]] and "--eval-every" in shown[places[3]:places[4]]

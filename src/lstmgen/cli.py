@@ -26,23 +26,6 @@ logger = logging.getLogger("lstmgen")
 # ------------------------------------------------------------------------------ flags from dataclasses
 
 
-def _field_help(kind: type) -> dict[str, str]:
-    """The trailing comment of each field in the dataclass source: the field's documentation."""
-    import inspect
-
-    helps: dict[str, str] = {}
-    try:
-        source = inspect.getsource(kind)
-    except (OSError, TypeError):
-        return helps
-    for line in source.splitlines():
-        stripped = line.strip()
-        if ":" in stripped and "#" in stripped and not stripped.startswith(("#", "def", "\"")):
-            name = stripped.split(":", 1)[0].strip()
-            helps[name] = stripped.split("#", 1)[1].strip()
-    return helps
-
-
 # Short names the issue tracker and users ask for, beside the field-named flags.
 FLAG_ALIASES = {"valid_path": ["--valid"], "test_path": ["--test"]}
 # `lstmgen eval RUN PATH` warns when this share of PATH is training text, word for word. Held-out text
@@ -50,23 +33,34 @@ FLAG_ALIASES = {"valid_path": ["--valid"], "test_path": ["--test"]}
 SEEN_WARNING = 0.05
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, kind: type, *, prefix: str = "",
-                        defaults_none: bool = True) -> None:
-    """One ``--field-name`` flag per field; defaults are None so that presets can fill them."""
-    helps = _field_help(kind)
-    hints = typing.get_type_hints(kind)
-    group = parser.add_argument_group(kind.__name__.replace("Config", "").lower() or kind.__name__)
-    for f in dataclasses.fields(kind):
-        hint = hints[f.name]
-        base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
-        flags = ["--" + prefix + f.name.replace("_", "-")] + FLAG_ALIASES.get(f.name, [])
-        default = None if defaults_none else f.default
-        if base is bool:  # --name sets True, --no-name False; left out, the preset's (or parent run's) value
-            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
-                               help=helps.get(f.name, ""))
-            continue
-        group.add_argument(*flags, dest=f.name, type=base if base in (int, float, str) else str, default=default,
-                           help=helps.get(f.name, "") + ("" if defaults_none else f" (default: {f.default})"))
+# The groups of `lstmgen train --help`, in order; a section's fields go to its own unless a field names
+# another (``config.setting(..., group=...)``).
+FLAG_GROUPS = {"data": "data (reading, splitting, tokenizing)", "model": "model", "training": "training",
+               "evaluation": "evaluation", "output": "output"}
+SECTION_GROUPS = {"data": "data", "tokenizer": "data", "model": "model", "train": "training"}
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """One ``--field-name`` flag per settings field, in FLAG_GROUPS, with the help text the field declares.
+
+    Defaults are None, so that a flag left out takes the preset's (or the parent run's) value. A
+    boolean field gets ``--name`` and ``--no-name``. Returns the groups, for a command's own flags.
+    """
+    groups = {name: parser.add_argument_group(title) for name, title in FLAG_GROUPS.items()}
+    for section, kind in SECTIONS.items():
+        hints = typing.get_type_hints(kind)
+        for f in dataclasses.fields(kind):
+            group = groups[f.metadata.get("group", SECTION_GROUPS[section])]
+            hint = hints[f.name]
+            base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+            flags = ["--" + f.name.replace("_", "-")] + FLAG_ALIASES.get(f.name, [])
+            if base is bool:
+                group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                   help=f.metadata["help"])
+            else:
+                group.add_argument(*flags, dest=f.name, type=base if base in (int, float, str) else str, default=None,
+                                   help=f.metadata["help"])
+    return groups
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -387,13 +381,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet-log", action="store_true", help="log warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model on a corpus; writes a run directory")
+    p = sub.add_parser("train", help="train a model on a corpus; writes a run directory",
+                       description="Train a model on a corpus and score it on held-out text. Every setting has a "
+                                   "flag; one left out takes the preset's value.")
     p.add_argument("corpus", nargs="?", help="a .txt file, a folder of them, or a folder with an inf.txt index")
     p.add_argument("--preset", choices=sorted(PRESETS), help="starting settings (default: default)")
-    p.add_argument("--out", help="run directory (default: runs/DATE-PRESET)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out (or the RUN given) exactly")
-    for name, kind in SECTIONS.items():
-        add_dataclass_flags(p, kind)
+    groups = add_settings_flags(p)
+    groups["output"].add_argument("--out", help="run directory (default: runs/DATE-PRESET)")
+    groups["output"].add_argument("--resume", action="store_true",
+                                  help="continue the run in --out (or the RUN given) exactly")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="perplexity, bits per character and OOV rate of a run on held-out text")

@@ -1,6 +1,7 @@
 """Settings: one dataclass per concern, validated on construction, saved as JSON in the run directory.
 
-The CLI builds one flag per field (``seq_len`` -> ``--seq-len``), so a field's comment is its help text.
+The CLI builds one flag per field (``seq_len`` -> ``--seq-len``), with the help text declared beside
+the field's default (``setting``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ DEFAULT_ADVERT_PATTERN = (
 )
 
 
+def setting(default: Any, help: str, *, group: Optional[str] = None) -> Any:
+    """A settings field: its default, the help text of its flag, and the --help group it is listed in
+    (the section's own unless given: data, model, training, evaluation or output)."""
+    return field(default=default, metadata={"help": help, **({"group": group} if group else {})})
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise LstmgenError(message)
@@ -32,12 +39,12 @@ def _check(condition: bool, message: str) -> None:
 
 @dataclass
 class DataConfig:
-    valid_fraction: float = 0.05  # share of every document, taken from its end, held out for validation
-    test_fraction: float = 0.05  # share of every document, taken from its very end, held out for testing
-    valid_path: Optional[str] = None  # explicit validation text (file or folder) instead of a split
-    test_path: Optional[str] = None  # explicit test text (file or folder) instead of a split
-    advert_pattern: str = DEFAULT_ADVERT_PATTERN  # regex: a short line matching it is dropped as an advert
-    max_advert_line: int = 80  # lines longer than this are story text, never dropped as adverts
+    valid_fraction: float = setting(0.05, "share of every document, taken from its end, held out for validation")
+    test_fraction: float = setting(0.05, "share of every document, taken from its very end, held out for testing")
+    valid_path: Optional[str] = setting(None, "explicit validation text (file or folder) instead of a split")
+    test_path: Optional[str] = setting(None, "explicit test text (file or folder) instead of a split")
+    advert_pattern: str = setting(DEFAULT_ADVERT_PATTERN, "regex: a short line matching it is dropped as an advert")
+    max_advert_line: int = setting(80, "lines longer than this are story text, never dropped as adverts")
 
     def __post_init__(self) -> None:
         _check(0 <= self.valid_fraction < 1, "--valid-fraction must be in [0, 1)")
@@ -50,12 +57,12 @@ TOKENIZER_KINDS = ("char", "word", "hybrid", "whitespace")
 
 @dataclass
 class TokenizerConfig:
-    tokenizer: str = "char"  # char | word (jieba) | hybrid (frequent words + characters) | whitespace
-    user_dict: Optional[str] = None  # jieba user dictionary file (word and hybrid)
-    hybrid_min_count: int = 20  # hybrid: words seen at least this often in training stay whole
-    min_freq: int = 1  # tokens rarer than this in the training split become <unk>
-    max_vocab: int = 0  # keep at most this many tokens (0: no limit)
-    workers: int = 0  # processes for segmentation (0: one per core)
+    tokenizer: str = setting("char", "char | word (jieba) | hybrid (frequent words + characters) | whitespace")
+    user_dict: Optional[str] = setting(None, "jieba user dictionary file (word and hybrid)")
+    hybrid_min_count: int = setting(20, "hybrid: words seen at least this often in training stay whole")
+    min_freq: int = setting(1, "tokens rarer than this in the training split become <unk>")
+    max_vocab: int = setting(0, "keep at most this many tokens (0: no limit)")
+    workers: int = setting(0, "processes for segmentation (0: one per core)")
 
     def __post_init__(self) -> None:
         _check(self.tokenizer in TOKENIZER_KINDS, f"--tokenizer must be one of {', '.join(TOKENIZER_KINDS)}")
@@ -70,15 +77,17 @@ OUTPUT_KINDS = ("full", "tied", "adaptive")
 
 @dataclass
 class ModelConfig:
-    embed_size: int = 256  # size of the token embedding
-    hidden_size: int = 1024  # LSTM units per layer
-    num_layers: int = 1  # stacked LSTM layers
-    dropout: float = 0.0  # dropout on embeddings, between layers and before the output layer
-    weight_drop: float = 0.0  # DropConnect on the LSTM's recurrent weights, one mask per training window
-    embed_drop: float = 0.0  # drop whole token types from the input embedding, one mask per training window
-    locked_dropout: bool = False  # --dropout on the embeddings and the LSTM's output uses one mask per sequence, not per step
-    output: str = "tied"  # full | tied (shares the embedding; a projection when sizes differ) | adaptive
-    adaptive_cutoffs: str = "auto"  # adaptive softmax cluster edges, e.g. "2000,10000" (auto: 500,2000 up to 20k tokens, else 2000,10000,50000)
+    embed_size: int = setting(256, "size of the token embedding")
+    hidden_size: int = setting(1024, "LSTM units per layer")
+    num_layers: int = setting(1, "stacked LSTM layers")
+    dropout: float = setting(0.0, "dropout on embeddings, between layers and before the output layer")
+    weight_drop: float = setting(0.0, "DropConnect on the LSTM's recurrent weights, one mask per training window")
+    embed_drop: float = setting(0.0, "drop whole token types from the input embedding, one mask per training window")
+    locked_dropout: bool = setting(
+        False, "--dropout on the embeddings and the LSTM's output uses one mask per sequence, not per step")
+    output: str = setting("tied", "full | tied (shares the embedding; a projection when sizes differ) | adaptive")
+    adaptive_cutoffs: str = setting("auto", "adaptive softmax cluster edges, e.g. 2000,10000 (auto: 500,2000 up to "
+                                            "20k tokens, else 2000,10000,50000)")
 
     def __post_init__(self) -> None:
         _check(self.embed_size >= 1, "--embed-size must be positive")
@@ -104,28 +113,37 @@ SCHEDULES = ("constant", "cosine", "linear")
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 32  # parallel streams (per process: under torchrun the global batch is processes x this)
-    seq_len: int = 64  # tokens per truncated-BPTT window
-    epochs: float = 5.0  # passes over the training split (fractions allowed)
-    time_budget: Optional[str] = None  # stop after this much training time, e.g. "10m", "90s", "1h"
-    lr: float = 0.002  # peak learning rate
-    optimizer: str = "adam"  # adam | adamw | sgd
-    weight_decay: float = 0.0  # decoupled for adamw, L2 for the others
-    schedule: str = "constant"  # constant | cosine | linear (decay to lr * min_lr_ratio)
-    warmup_steps: int = 0  # linear warm-up from 0 to lr
-    min_lr_ratio: float = 0.1  # where cosine/linear decay ends, as a fraction of lr
-    clip: float = 0.5  # clip the global gradient norm to this (0: no clipping)
-    eval_every: Union[str, int] = 0  # validate every N steps and at the end of each epoch, or every duration of training such as 30s instead (0: at the end of each epoch)
-    ema_decay: float = 0.0  # validate, test and keep an exponential moving average of the weights, e.g. 0.999 (0: off)
-    eval_tokens: int = 0  # score at most this many validation tokens per evaluation (0: all)
-    seed: int = 1234  # seeds weights, dropout and sampling; same seed, same run (on a CPU)
-    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps
-    threads: int = 0  # CPU threads for torch (0: torch's default)
-    amp: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with AMX, off elsewhere) | bf16 | off
-    save_every: Union[str, int] = 0  # write a resumable state every N steps, or every duration of training such as 2m (0: at every evaluation)
-    nan_policy: str = "stop"  # stop | backoff (halve the lr once and go back to the last good weights)
-    tensorboard: bool = False  # also log every evaluation to RUN/tensorboard (needs the tensorboard package)
-    init_from: Optional[str] = None  # a trained run to start from (fine-tuning): its best weights, tokenizer, vocabulary and model shape; its other settings too unless given
+    batch_size: int = setting(32, "parallel streams (per process: under torchrun the global batch is processes x "
+                                  "this)")
+    seq_len: int = setting(64, "tokens per truncated-BPTT window")
+    epochs: float = setting(5.0, "passes over the training split (fractions allowed)")
+    time_budget: Optional[str] = setting(None, "stop after this much training time, e.g. 10m, 90s, 1h")
+    lr: float = setting(0.002, "peak learning rate")
+    optimizer: str = setting("adam", "adam | adamw | sgd")
+    weight_decay: float = setting(0.0, "decoupled for adamw, L2 for the others")
+    schedule: str = setting("constant", "constant | cosine | linear (decay to lr * min_lr_ratio)")
+    warmup_steps: int = setting(0, "linear warm-up from 0 to lr")
+    min_lr_ratio: float = setting(0.1, "where cosine/linear decay ends, as a fraction of lr")
+    clip: float = setting(0.5, "clip the global gradient norm to this (0: no clipping)")
+    eval_every: Union[str, int] = setting(0, "validate every N steps and at the end of each epoch, or every duration "
+                                             "of training such as 30s instead (0: at the end of each epoch)",
+                                          group="evaluation")
+    ema_decay: float = setting(0.0, "validate, test and keep an exponential moving average of the weights, e.g. "
+                                    "0.999 (0: off)", group="evaluation")
+    eval_tokens: int = setting(0, "score at most this many validation tokens per evaluation (0: all)",
+                               group="evaluation")
+    seed: int = setting(1234, "seeds weights, dropout and sampling; same seed, same run (on a CPU)")
+    device: str = setting("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps")
+    threads: int = setting(0, "CPU threads for torch (0: torch's default)")
+    amp: str = setting("auto", "auto (bf16 autocast where a bf16 step runs: on a GPU with bf16, and in training "
+                               "steps on a CPU with AMX) | bf16 | off")
+    save_every: Union[str, int] = setting(0, "write a resumable state every N steps, or every duration of training "
+                                             "such as 2m (0: at every evaluation)", group="output")
+    nan_policy: str = setting("stop", "stop | backoff (halve the lr once and go back to the last good weights)")
+    tensorboard: bool = setting(False, "also log every evaluation to RUN/tensorboard (needs the tensorboard package)",
+                                group="output")
+    init_from: Optional[str] = setting(None, "a trained run to start from (fine-tuning): its best weights, tokenizer, "
+                                             "vocabulary and model shape; its other settings too unless given")
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "--batch-size must be positive")

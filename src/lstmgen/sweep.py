@@ -261,7 +261,7 @@ def _collect(out: Path, planned: list[PlannedRun]) -> tuple[list[dict[str, Any]]
 
 def add_commands(sub: Any) -> None:
     """Register ``lstmgen sweep`` and ``lstmgen plot``."""
-    from lstmgen.cli import add_dataclass_flags
+    from lstmgen.cli import add_settings_flags
 
     p = sub.add_parser("sweep", help="train one run per combination of settings; table, plots and a report",
                        description="Train one run per combination of the --vary values, one after another, on the "
@@ -281,8 +281,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--sample-length", type=int, default=200, help="characters of each run's sample")
     p.add_argument("--sample-seed", type=int, default=1, help="seed of each run's sample")
     p.add_argument("--retry-failed", action="store_true", help="train runs that failed before again")
-    for kind in SECTIONS.values():
-        add_dataclass_flags(p, kind)
+    add_settings_flags(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("plot", help="learning curves of runs side by side: "
