@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from lstmgen import __version__
-from lstmgen.config import PRECISIONS, PRESETS, SECTIONS, build_config
+from lstmgen.config import PRECISIONS, PRESETS, SECTIONS
 from lstmgen.errors import LstmgenError
 
 logger = logging.getLogger("lstmgen")
@@ -28,9 +28,6 @@ logger = logging.getLogger("lstmgen")
 
 # Short names the issue tracker and users ask for, beside the field-named flags.
 FLAG_ALIASES = {"valid_path": ["--valid"], "test_path": ["--test"]}
-# `lstmgen eval RUN PATH` warns when this share of PATH is training text, word for word. Held-out text
-# is not quite free of it: the four novels' test split has 0.3% (红楼梦.txt repeats a few passages).
-SEEN_WARNING = 0.05
 
 
 # The groups of `lstmgen train --help`, in order; a section's fields go to its own unless a field names
@@ -150,14 +147,10 @@ def _duration(seconds: float) -> str:
 # ------------------------------------------------------------------------------ subcommands
 
 
-# Where a run goes on and how that machine computes, not what it trains: --resume may change them
-# (a run started in bf16 on a GPU can be finished on a CPU that has no bf16).
-RESUME_SETTINGS = ("device", "threads", "amp")
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from lstmgen.distributed import is_main_process, resume_command
-    from lstmgen.train import TrainingInterrupted, train
+    from lstmgen.training.run import resume_settings, settings_config, train
+    from lstmgen.training.signals import TrainingInterrupted
 
     if args.resume:
         run = args.out or args.corpus
@@ -165,25 +158,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise LstmgenError("--resume needs the run directory: lstmgen train --resume RUN")
         corpus = args.corpus if args.out else None
         config = None
-        given = {key: value for section in _overrides(args).values() for key, value in section.items()
-                 if value is not None}
-        fixed = sorted(f"--{key.replace('_', '-')}" for key in given if key not in RESUME_SETTINGS)
-        fixed += ["--preset"] if args.preset else []
-        if fixed:
-            raise LstmgenError(f"--resume continues a run with the settings it started with, so {', '.join(fixed)} "
-                               f"cannot be given (only {', '.join('--' + k for k in RESUME_SETTINGS)}, which say "
-                               f"where it runs); to train with other settings, start a new run")
-        where = {key: value for key, value in given.items() if key in RESUME_SETTINGS}
+        where = resume_settings({key: value for section in _overrides(args).values() for key, value in section.items()},
+                                preset=args.preset)
     else:
         if args.corpus is None:
             raise LstmgenError("give the corpus to train on: lstmgen train PATH (a .txt file or a folder)")
         corpus, run = args.corpus, args.out
-        if args.init_from:  # the parent's tokenizer, vocabulary and shape; its other settings unless given
-            from lstmgen.finetune import config_from_parent, open_parent
-
-            config = config_from_parent(open_parent(args.init_from), _overrides(args), preset=args.preset)
-        else:
-            config = build_config(args.preset or "default", _overrides(args))
+        config = settings_config(args.preset, _overrides(args))
         where = {}
     try:
         with ProgressBar() as bar:
@@ -219,50 +200,22 @@ def _print_summary(run_dir: Path) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lstmgen.evaluate import describe_oov, score_ids
-    from lstmgen.pipeline import MIN_MATCH_LINE, encode_text, prepare, read_texts, share_in_training, training_files_in
     from lstmgen.device import pick_device
+    from lstmgen.evaluate import describe_oov
+    from lstmgen.run_eval import evaluate_run
     from lstmgen.runs import load_run
 
     run = load_run(args.run, device=pick_device(args.device))
-    trained_on: list[str] = []
-    seen: Optional[float] = None
-    if args.path:
-        texts = read_texts(args.path, run.config.data)
-        ids, unknowns = encode_text(texts, run.tokenizer, run.vocab)
-        characters = sum(map(len, texts)) + len(texts) - 1
-        what = str(args.path)
-        corpus = run.info.get("corpus")
-        trained_on = training_files_in(args.path, corpus)
-        seen = share_in_training(texts, corpus, run.config.data)
-        reason = ""
-        if trained_on:
-            reason = f"is text this run trained on ({', '.join(trained_on)} in its corpus {corpus})"
-        elif seen is not None and seen >= SEEN_WARNING:
-            reason = (f"is {100 * seen:.0f}% text this run trained on (lines of {MIN_MATCH_LINE} or more characters "
-                      f"found word for word in the training split of {corpus})")
-        if reason:
-            print(f"warning: {what} {reason}, so its score flatters the model; "
-                  f"`lstmgen eval {args.run}` scores the held-out test split", file=sys.stderr)
-    else:
-        corpus = run.info.get("corpus")
-        if not corpus or not Path(corpus).exists():
-            raise LstmgenError(f"{args.run}: its corpus {corpus!r} is not on this machine; give a PATH to score")
-        data = prepare(corpus, run.config.data, run.config.tokenizer, vocab=run.vocab, tokenizer=run.tokenizer)
-        trained = run.info.get("corpus_fingerprint")
-        if trained and trained != data.fingerprint:  # the cuts moved: text it trained on may now be "held out"
-            raise LstmgenError(f"{corpus}: its text changed since {args.run} was trained, so its {args.split} "
-                               f"split is no longer the text the run held out; give a PATH to score a file")
-        ids, characters, what = data.ids[args.split], data.characters[args.split], f"{args.split} split of {corpus}"
-        unknowns = data.unknowns(args.split)
-    if len(ids) < 2:
-        raise LstmgenError(f"{what}: too little text to score")
-    score = score_ids(run.model, ids, characters=characters, unknowns=unknowns)
-    result = {"text": what, **score.as_dict()}
-    if trained_on:
-        result["trained_on"] = trained_on
-    if seen is not None:
-        result["seen_in_training"] = seen
+    evaluation = evaluate_run(run, args.path, split=args.split)
+    score = evaluation.score
+    if evaluation.warning:
+        print(f"warning: {evaluation.text} {evaluation.warning}, so its score flatters the model; "
+              f"`lstmgen eval {args.run}` scores the held-out test split", file=sys.stderr)
+    result = {"text": evaluation.text, **score.as_dict()}
+    if evaluation.trained_on:
+        result["trained_on"] = evaluation.trained_on
+    if evaluation.seen_in_training is not None:
+        result["seen_in_training"] = evaluation.seen_in_training
     if args.samples:
         from lstmgen.quality import sample_quality
 
@@ -274,13 +227,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result, ensure_ascii=False, indent=1))
     else:
         rows = [("perplexity", f"{score.perplexity:.2f}"), ("bits per char", f"{score.bits_per_char:.4f}")]
-        if unknowns is not None:  # the train split's are not gathered: its score is no held-out result
+        if evaluation.has_unknown_costs:  # the train split's are not gathered: its score is no held-out result
             rows.append(("open bits per char", f"{score.open_bits_per_char:.4f} (<unk> words spelled out)"))
         rows += [("OOV rate", describe_oov(score.oov_rate, score.unknown_share)), ("tokens", f"{score.tokens:,}"),
                  ("characters", f"{score.characters:,}")]
         rows += [(key[7:], f"{value:.4f}" if isinstance(value, float)
                   else str(value).replace("\n", "\\n")) for key, value in result.items() if key.startswith("sample_")]
-        print(what)
+        print(evaluation.text)
         for name, value in rows:
             print(f"  {name:<20} {value}")
     return 0

@@ -280,6 +280,27 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+def overrides_from_settings(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"time_budget": "10m", "hidden_size": 768}`` (settings by their flag names, with _ or -) as
+    ``build_config``'s per-section overrides.
+
+    Raises:
+        LstmgenError: a name that is no setting (with the nearest one, if any).
+    """
+    sections = {f.name: name for name, kind in SECTIONS.items() for f in dataclasses.fields(kind)}
+    overrides: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for key, value in settings.items():
+        name = key.replace("-", "_")
+        if name not in sections:
+            import difflib
+
+            near = difflib.get_close_matches(name, sections, n=1)
+            raise LstmgenError(f"{key!r} is not a setting{f'; did you mean {near[0]!r}?' if near else ''} "
+                               f"(lstmgen train --help lists them)")
+        overrides[sections[name]][name] = value
+    return overrides
+
+
 def build_config(preset: str = "default", overrides: Optional[dict[str, dict[str, Any]]] = None) -> RunConfig:
     """A RunConfig from a preset, with per-section overrides applied on top.
 

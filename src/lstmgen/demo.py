@@ -72,7 +72,7 @@ def run_demo(*, minutes: float = 3.0, out: Union[str, Path, None] = None, corpus
     from lstmgen.config import build_config
     from lstmgen.generate import GenerateConfig, generate
     from lstmgen.runs import load_run, read_metrics
-    from lstmgen.train import train
+    from lstmgen.training.run import train
 
     source = Path(corpus) if corpus else fetch_demo_corpus(cache_dir)
     if out is None:

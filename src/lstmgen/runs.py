@@ -258,7 +258,7 @@ def write_run_files(run_dir: PathLike, config: RunConfig, tokenizer: Tokenizer, 
 
 
 @dataclass
-class Run:
+class TrainedRun:
     """A trained run, loaded: everything ``evaluate`` and ``generate`` need."""
 
     path: Path
@@ -271,6 +271,9 @@ class Run:
     @property
     def metrics(self) -> list[dict]:
         return read_metrics(self.path)
+
+
+Run = TrainedRun  # its name before lstmgen.Run (the Python API's, with generate and evaluate) came
 
 
 def _read_json(path: Path) -> Any:
@@ -335,7 +338,7 @@ def read_tokenizer_and_vocab(run_dir: PathLike) -> tuple[Tokenizer, Vocab]:
     return loaded[0], loaded[1]
 
 
-def load_run(run_dir: PathLike, device: Union[str, torch.device] = "cpu") -> Run:
+def load_run(run_dir: PathLike, device: Union[str, torch.device] = "cpu") -> TrainedRun:
     """Load a run folder for evaluation or generation; needs nothing but the folder."""
     run_dir = check_run_dir(run_dir)
     config, raw = read_run_config(run_dir)
@@ -343,7 +346,7 @@ def load_run(run_dir: PathLike, device: Union[str, torch.device] = "cpu") -> Run
     model = LSTMLM(config.model, len(vocab))
     load_run_weights(model, run_dir)
     model.to(device).eval()
-    return Run(path=run_dir, config=config, tokenizer=tokenizer, vocab=vocab, model=model, info=run_info(raw))
+    return TrainedRun(path=run_dir, config=config, tokenizer=tokenizer, vocab=vocab, model=model, info=run_info(raw))
 
 
 def load_run_weights(model: torch.nn.Module, run_dir: PathLike) -> None:

@@ -24,6 +24,43 @@ from lstmgen.training.loop import Progress, Trainer
 from lstmgen.training.metrics import tensorboard_writer
 
 
+# Where a run goes on and how that machine computes, not what it trains: --resume may change them
+# (a run started in bf16 on a GPU can be finished on a CPU that has no bf16).
+RESUME_SETTINGS = ("device", "threads", "amp")
+
+
+def settings_config(preset: Optional[str], overrides: dict[str, dict[str, Any]]) -> RunConfig:
+    """A new run's settings: ``preset``'s ("default" when None) with ``overrides`` on top; with
+    ``train.init_from``, the parent run's own (or ``preset``'s, when given) and always its tokenizer,
+    vocabulary and model shape.
+
+    Raises:
+        LstmgenError: an unknown preset, a bad value, or an override the parent's weights cannot take.
+    """
+    init_from = overrides.get("train", {}).get("init_from")
+    if init_from:
+        from lstmgen.finetune import config_from_parent, open_parent
+
+        return config_from_parent(open_parent(init_from), overrides, preset=preset)
+    return build_config(preset or "default", overrides)
+
+
+def resume_settings(given: dict[str, Any], *, preset: Optional[str] = None) -> dict[str, Any]:
+    """The settings given to a resume (None: not given), checked: only RESUME_SETTINGS may change.
+
+    Raises:
+        LstmgenError: any other setting, or a preset, was given.
+    """
+    given = {key: value for key, value in given.items() if value is not None}
+    fixed = sorted(f"--{key.replace('_', '-')}" for key in given if key not in RESUME_SETTINGS)
+    fixed += ["--preset"] if preset else []
+    if fixed:
+        raise LstmgenError(f"--resume continues a run with the settings it started with, so {', '.join(fixed)} "
+                           f"cannot be given (only {', '.join('--' + k for k in RESUME_SETTINGS)}, which say "
+                           f"where it runs); to train with other settings, start a new run")
+    return given
+
+
 def default_run_dir(preset: str) -> Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{stamp}-{preset}"
@@ -48,8 +85,8 @@ def train(
         out: the run directory; a dated folder under runs/ when None.
         resume: continue the run in ``out`` from its saved state; on a CPU the result is
             bit-identical to a run that was never stopped. A finished run is left as it is.
-        where: with ``resume``, train settings that say where the run goes on (``device``, ``threads``)
-            and replace the saved ones.
+        where: with ``resume``, train settings that say where the run goes on (``RESUME_SETTINGS``:
+            device, threads, amp) and replace the saved ones.
         progress: called every few steps with a ``Progress``.
 
     Raises:
@@ -71,7 +108,7 @@ def train(
         check_run_dir(run_dir, required=(CONFIG, TOKENIZER, VOCAB))
         config, saved = read_run_config(run_dir)
         corpus = corpus or saved.get("corpus")
-        for key, value in (where or {}).items():  # device, threads: the machine it goes on
+        for key, value in resume_settings(where or {}).items():  # the machine it goes on
             setattr(config.train, key, value)
     else:
         if config is None:

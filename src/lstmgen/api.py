@@ -1,0 +1,98 @@
+"""lstmgen from Python: train a model, load a trained one, write with it, score it.
+
+    import lstmgen
+
+    run = lstmgen.train("novels/", time_budget="10m", hidden_size=768)   # settings by their flag names
+    print(run.generate("郭靖", length=200, seed=1))
+    print(run.evaluate().bits_per_char)                                    # its held-out test split
+    run = lstmgen.load("runs/novels")                                      # later, from its folder
+
+The command line is a layer over the same functions: ``lstmgen train`` builds its settings with
+``settings_config``, trains with ``lstmgen.training``, and ``lstmgen eval`` / ``generate`` score and
+write with a loaded run as ``Run.evaluate`` and ``Run.generate`` do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import torch
+
+from lstmgen.config import overrides_from_settings
+from lstmgen.evaluate import Score
+from lstmgen.generate import GenerateConfig, generate
+from lstmgen.run_eval import evaluate_run
+from lstmgen.runs import TrainedRun, load_run
+from lstmgen.training.loop import Progress
+from lstmgen.training.run import settings_config, train as train_run
+
+PathLike = Union[str, Path]
+
+__all__ = ["Run", "Score", "load", "resume", "train"]
+
+
+@dataclasses.dataclass
+class Run(TrainedRun):
+    """A trained run: its folder, settings, tokenizer, vocabulary, model (best weights) and metrics."""
+
+    def generate(self, prompt: str = "", *, length: int = 300, seed: Optional[int] = None, **sampling: Any) -> str:
+        """The prompt and ``length`` characters written after it.
+
+        Args:
+            prompt: text to continue ("" starts a new paragraph).
+            seed: the same seed gives the same text (at the same precision, on the same kind of machine).
+            sampling: ``temperature`` (0: greedy), ``top_k``, ``top_p``, ``repetition_penalty``,
+                ``no_repeat_ngram``, ``stop_at`` ("sentence", "paragraph"), ``acrostic``, ``precision``
+                ("auto", "fp32", "int8"): as ``lstmgen generate``'s flags.
+        """
+        config = GenerateConfig(length=length, seed=seed, **sampling)
+        return generate(self.model, self.tokenizer, self.vocab, [prompt], config)[0]
+
+    def evaluate(self, path: Optional[PathLike] = None, *, split: str = "test") -> Score:
+        """Perplexity, bits per character and OOV rate on the text at ``path``, or on this run's
+        ``split`` ("test", "valid" or "train") of the corpus it was trained on."""
+        return evaluate_run(self, path, split=split).score
+
+    @property
+    def test_score(self) -> Optional[dict[str, Any]]:
+        """The test split's record from metrics.jsonl (``test_bits_per_char``, ...), once training ended."""
+        return next((r for r in reversed(self.metrics) if r.get("split") == "test"), None)
+
+
+def load(path: PathLike, *, device: Union[str, torch.device] = "cpu") -> Run:
+    """A trained run from its folder (``runs/...``); needs nothing but the folder."""
+    loaded = load_run(path, device=device)
+    return Run(**{f.name: getattr(loaded, f.name) for f in dataclasses.fields(TrainedRun)})
+
+
+def train(corpus: PathLike, out: Optional[PathLike] = None, preset: Optional[str] = None, *,
+          progress: Optional[Callable[[Progress], None]] = None, **settings: Any) -> Run:
+    """Train a model on ``corpus`` and return the finished run.
+
+    Args:
+        corpus: a .txt file, a folder of them, or a folder with an ``inf.txt`` index.
+        out: the run folder (default: runs/DATE-PRESET).
+        preset: the starting settings: "default" (when not given), "seed" (the original report's), "gpu"
+            or "tiny"; with ``init_from`` and no preset, the parent run's own.
+        progress: called every few steps with a ``Progress`` (step, loss, tokens/s, time left).
+        settings: any ``lstmgen train`` flag by its name, e.g. ``time_budget="10m"``,
+            ``hidden_size=768``, ``tokenizer="word"``, ``init_from="runs/parent"``.
+
+    Raises:
+        lstmgen.errors.LstmgenError: a mistake the command line would report in one line (an unknown
+            setting, a bad value, a corpus that is not there, ...).
+        lstmgen.training.signals.TrainingInterrupted: Ctrl-C; ``lstmgen.resume(out)`` goes on.
+    """
+    config = settings_config(preset, overrides_from_settings(settings))
+    return load(train_run(corpus, config, out=out, progress=progress))
+
+
+def resume(run: PathLike, *, progress: Optional[Callable[[Progress], None]] = None, **where: Any) -> Run:
+    """Continue a stopped run exactly where its last save left it, and return it finished.
+
+    ``where`` may give ``device``, ``threads`` and ``amp``: where the run goes on, not what it trains.
+    """
+    return load(train_run(None, out=run, resume=True, where=where, progress=progress))
+
