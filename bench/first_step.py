@@ -10,7 +10,7 @@ corpus read or its cache looked up, the vocabulary, the model and optimiser buil
 checkpoint, one step); and the whole process to that point.
 
 ``--import-dynamo-first`` imports ``torch._dynamo`` before the clock starts. Every ``torch.optim``
-step imports it (for its graph breaks); lstmgen's own fused Adam (lstmgen.optim) does not, so the
+step imports it (for its graph breaks); lstmgen's own fused Adam (lstmgen.training.optim) does not, so the
 two should now take the same time, and the option shows that nothing else imports it.
 """
 

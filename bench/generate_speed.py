@@ -22,9 +22,10 @@ from typing import Callable, TypeVar
 
 import torch
 
-from lstmgen.generate import GenerateConfig, generate
-from lstmgen.onetoken import OneTokenSteps
-from lstmgen.runs import Run, load_run
+from lstmgen.generation.cpu_step import OneTokenSteps
+from lstmgen.generation.generate import GenerateConfig, generate
+from lstmgen.model.run_dir import TrainedRun as Run
+from lstmgen.model.run_dir import load_run
 
 T = TypeVar("T")
 

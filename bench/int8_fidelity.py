@@ -14,9 +14,9 @@ import time
 import numpy as np
 import torch
 
-from lstmgen.onetoken import OneTokenSteps
-from lstmgen.pipeline import prepare
-from lstmgen.runs import load_run
+from lstmgen.generation.cpu_step import OneTokenSteps
+from lstmgen.model.run_dir import load_run
+from lstmgen.tokens.prepare import prepare
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@
 
 For each preset, the corpus is split and encoded as training would do it, and the table lists, per
 held-out split, the share of tokens that are ``<unk>`` and the bits per character that spelling
-those words out adds to any model with that vocabulary (``lstmgen.spelling``: it does not depend on
+those words out adds to any model with that vocabulary (``lstmgen.text.open_vocab``: it does not depend on
 the weights). A model's open-vocabulary score is its closed one plus this. No training happens.
 
     python bench/open_vocab.py ../shared/corpora/sidamingzhu --preset seed --spelling-models
@@ -23,13 +23,13 @@ import datetime
 import math
 from collections import Counter
 
-import lstmgen.pipeline
+import lstmgen.tokens.prepare
 from lstmgen.config import build_config
-from lstmgen.data import default_cache_dir
-from lstmgen.evaluate import EVAL_ROWS, scored_characters
-from lstmgen.pipeline import prepare
-from lstmgen.spelling import CODE_POINTS, Speller
-from lstmgen.vocab import Vocab
+from lstmgen.evaluation.score import EVAL_ROWS, scored_characters
+from lstmgen.text.open_vocab import CODE_POINTS, Speller
+from lstmgen.text.vocab import Vocab
+from lstmgen.tokens.prepare import prepare
+from lstmgen.tokens.store import default_cache_dir
 
 END = "\x00"  # the end-of-word symbol: no token of a vocabulary contains it
 
@@ -72,14 +72,14 @@ def spelling_models(corpus: str, presets: list[str]) -> None:
     """Bits per held-out <unk> under lstmgen's spelling model and the two richer ones above."""
     print("\n| preset | split | `<unk>` | lstmgen's model | type unigram + end | type bigram + end |\n"
           "|---|---|---:|---:|---:|---:|")
-    original = lstmgen.pipeline.Speller
+    original = lstmgen.tokens.prepare.Speller
     try:
         for preset in presets:
             config = build_config(preset)
             costs = {}
             for name, speller in (("lstmgen", original), ("unigram", lambda v: TypeSpeller(v, order=0)),
                                   ("bigram", lambda v: TypeSpeller(v, order=1))):
-                lstmgen.pipeline.Speller = speller  # what prepare's find_unknowns prices the <unk> words with
+                lstmgen.tokens.prepare.Speller = speller  # what prepare's find_unknowns prices the <unk> words with
                 data = prepare(corpus, config.data, config.tokenizer, cache_dir=default_cache_dir())
                 for split in ("valid", "test"):
                     unknowns = data.unknowns(split)
@@ -89,7 +89,7 @@ def spelling_models(corpus: str, presets: list[str]) -> None:
                 cells = [f"{costs[split, name][1] / max(count, 1):.1f}" for name in ("lstmgen", "unigram", "bigram")]
                 print(f"| {preset} | {split} | {count:,} | {' | '.join(cells)} |")
     finally:
-        lstmgen.pipeline.Speller = original
+        lstmgen.tokens.prepare.Speller = original
 
 
 def main() -> None:

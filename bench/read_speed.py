@@ -23,8 +23,9 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from lstmgen.config import DataConfig  # noqa: E402
-from lstmgen.corpus import normalize_text, read_corpus, split_documents  # noqa: E402
-from lstmgen.pipeline import split_corpus  # noqa: E402
+from lstmgen.text.cleaning import normalize_text
+from lstmgen.text.reading import read_corpus
+from lstmgen.text.splitting import split_corpus, split_documents
 
 REPO = Path(__file__).resolve().parents[1]
 

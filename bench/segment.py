@@ -18,7 +18,7 @@ import logging
 import time
 from pathlib import Path
 
-from lstmgen.tokenizers import NEWLINE, WordTokenizer
+from lstmgen.text.tokenizers import NEWLINE, WordTokenizer
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpora" / "sidamingzhu"
 

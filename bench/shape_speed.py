@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 from lstmgen.config import build_config
-from lstmgen.data import batchify, num_windows
-from lstmgen.pipeline import prepare
-from lstmgen.runs import read_run_config
-from lstmgen.sweep_plan import parse_vary
 from lstmgen.device import peak_memory_mb, pick_device
-from lstmgen.train import train
+from lstmgen.experiments.sweep_plan import parse_vary
+from lstmgen.model.run_dir import read_run_config
+from lstmgen.tokens.batches import batchify, num_windows
+from lstmgen.tokens.prepare import prepare
+from lstmgen.training.run import train
 
 
 def build(spec: str, device: str, steps: int, corpus: str):

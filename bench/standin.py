@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lstmgen.corpus import read_corpus
+from lstmgen.text.reading import read_corpus
 
 SLICES = {"train": (0, 27_000), "valid": (100_000, 115_000), "test": (200_000, 215_000)}
 

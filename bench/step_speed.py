@@ -34,9 +34,9 @@ import torch
 from torch import nn
 
 from lstmgen.config import RunConfig, build_config
-from lstmgen.data import batchify, get_window, num_windows
-from lstmgen.pipeline import prepare
-from lstmgen.train import train
+from lstmgen.tokens.batches import batchify, get_window, num_windows
+from lstmgen.tokens.prepare import prepare
+from lstmgen.training.run import train
 
 
 class PlainLM(nn.Module):
@@ -119,7 +119,8 @@ def lstmgen_run(corpus: str, steps: int, warmup: int, windows: int, device: str,
 
 def profile(corpus: str, steps: int, windows: int, device: str, out: Path) -> None:
     """Print the GPU (or CPU) time of ``steps`` steps of ``lstmgen train --preset seed`` by operator."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile, schedule
+    from torch.profiler import ProfilerActivity, schedule
+    from torch.profiler import profile as torch_profile
 
     config = seed_config(epochs=(steps + 30) / windows, device=device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])

@@ -62,7 +62,7 @@ def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Tests only read it: generation, serving and evaluation never write into a run directory.
     """
-    from lstmgen.cli import main
+    from lstmgen.cli.main import main
 
     root = tmp_path_factory.mktemp("tiny-run")
     (root / "novel.txt").write_text(make_text(1, 120), encoding="utf-8")

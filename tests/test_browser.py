@@ -17,9 +17,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import make_text
-from lstmgen.cli import main
+
+from lstmgen.cli.main import main
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_text
 from safetensors.torch import load_file
 
-from conftest import make_text
 from lstmgen import device, private_torch
 from lstmgen.config import build_config
-from lstmgen.generate import GenerateConfig, generate
-from lstmgen.onetoken import OneTokenSteps, StepWeights, resolve_precision
-from lstmgen.optim import FusedAdam
-from lstmgen.runs import load_run, read_metrics
-from lstmgen.train import TrainingInterrupted, train
+from lstmgen.generation.cpu_step import OneTokenSteps, StepWeights, resolve_precision
+from lstmgen.generation.generate import GenerateConfig, generate
+from lstmgen.model.run_dir import load_run, read_metrics
+from lstmgen.training.optim import FusedAdam
+from lstmgen.training.run import train
+from lstmgen.training.signals import TrainingInterrupted
 
 PRIVATE = ["_fused_adam_", "_fused_adamw_", "_foreach_add_", "_foreach_lerp_", "_foreach_copy_",
            "_weight_int8pack_mm", "_C._cpu._init_amx"]

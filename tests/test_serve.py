@@ -16,7 +16,7 @@ pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is not installe
 import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from lstmgen.cli import main  # noqa: E402
+from lstmgen.cli.main import main
 from lstmgen.serve import MAX_BODY_BYTES, MAX_WAITING, create_app  # noqa: E402
 
 
@@ -77,8 +77,8 @@ def test_health_and_info_describe_the_run(client: TestClient, trained: Path):
 
 
 def test_the_servers_precision_reaches_every_request(trained: Path):
-    from lstmgen.generate import GenerateConfig, generate
-    from lstmgen.runs import load_run
+    from lstmgen.generation.generate import GenerateConfig, generate
+    from lstmgen.model.run_dir import load_run
 
     run = load_run(trained)
     body = {"prompt": "郭靖", "length": 300, "seed": 5}  # long enough for int8's rounding to change a draw

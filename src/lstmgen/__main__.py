@@ -2,6 +2,6 @@
 
 import sys
 
-from lstmgen.cli import main
+from lstmgen.cli.main import main
 
 sys.exit(main())

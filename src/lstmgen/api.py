@@ -21,12 +21,13 @@ from typing import Any, Callable, Optional, Union
 import torch
 
 from lstmgen.config import overrides_from_settings
-from lstmgen.evaluate import Score
-from lstmgen.generate import GenerateConfig, generate
-from lstmgen.run_eval import evaluate_run
-from lstmgen.runs import TrainedRun, load_run
+from lstmgen.evaluation.evaluate import evaluate_run
+from lstmgen.evaluation.score import Score
+from lstmgen.generation.generate import GenerateConfig, generate
+from lstmgen.model.run_dir import TrainedRun, load_run
 from lstmgen.training.loop import Progress
-from lstmgen.training.run import settings_config, train as train_run
+from lstmgen.training.run import settings_config
+from lstmgen.training.run import train as train_run
 
 PathLike = Union[str, Path]
 

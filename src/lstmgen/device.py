@@ -18,7 +18,6 @@ from typing import Optional
 
 import torch
 
-from lstmgen import distributed as dist_utils
 from lstmgen.errors import LstmgenError
 
 logger = logging.getLogger(__name__)
@@ -26,9 +25,32 @@ logger = logging.getLogger(__name__)
 AMP_MODES = ("auto", "bf16", "off")
 
 
+def launched() -> bool:
+    """Whether a launcher (torchrun) started this process as a rank of a process group."""
+    return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def local_rank() -> int:
+    """This process's rank on its own machine (0 without a launcher); picks its GPU."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def cuda_device() -> torch.device:
+    """This process's own GPU: local rank r takes GPU r of its machine.
+
+    Raises:
+        LstmgenError: if the machine has fewer GPUs than processes were started on it.
+    """
+    index, count = local_rank(), torch.cuda.device_count()
+    if index >= count:
+        raise LstmgenError(f"process {index} on this machine has no GPU of its own (the machine has {count}): "
+                           f"start at most {count} per machine (torchrun --nproc-per-node), or add --device cpu")
+    return torch.device("cuda", index)
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """CUDA, then Apple's MPS (not under torchrun), then the CPU; or exactly what ``name`` says."""
-    several = dist_utils.launched() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    several = launched() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     if name != "auto":
         try:
             device = torch.device(name)
@@ -43,12 +65,12 @@ def pick_device(name: str = "auto") -> torch.device:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise LstmgenError(f"--device {name}: CUDA is not available on this machine")
         if device.type == "cuda" and device.index is None:
-            device = dist_utils.cuda_device()  # under torchrun, each process its own GPU
+            device = cuda_device()  # under torchrun, each process its own GPU
         if device.type == "mps" and not torch.backends.mps.is_available():
             raise LstmgenError(f"--device {name}: MPS is not available on this machine")
         return device
     if torch.cuda.is_available():
-        return dist_utils.cuda_device()
+        return cuda_device()
     if not several and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")

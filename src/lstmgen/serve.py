@@ -40,9 +40,9 @@ from lstmgen.errors import LstmgenError
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from lstmgen.generate import GenerateConfig
-    from lstmgen.onetoken import StepWeights
-    from lstmgen.runs import Run
+    from lstmgen.generation.cpu_step import StepWeights
+    from lstmgen.generation.generate import GenerateConfig
+    from lstmgen.model.run_dir import TrainedRun as Run
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class ModelDesk:
               on_text: Optional[Callable[[int, str], None]] = None,
               cancelled: Optional[threading.Event] = None) -> tuple[list[str], float]:
         """Generate under the lock; returns the texts and the seconds spent writing (not waiting)."""
-        from lstmgen.generate import generate
+        from lstmgen.generation.generate import generate
 
         with self._lock:  # admitted before: waiting since then
             self._count(waiting=-1, generating=1)
@@ -133,7 +133,8 @@ class ModelDesk:
 
 
 def _load(run: Union[str, Path, "Run"], device: str) -> "Run":
-    from lstmgen.runs import Run, load_run
+    from lstmgen.model.run_dir import TrainedRun as Run
+    from lstmgen.model.run_dir import load_run
 
     if isinstance(run, Run):
         return run
@@ -193,8 +194,8 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
     from pydantic import BaseModel, ConfigDict, Field
 
     from lstmgen import __version__
-    from lstmgen.generate import GenerateConfig, check_request
-    from lstmgen.onetoken import StepWeights, resolve_precision
+    from lstmgen.generation.cpu_step import StepWeights, resolve_precision
+    from lstmgen.generation.generate import GenerateConfig, check_request
 
     defaults = GenerateConfig(precision=precision)  # a bad value is said before the model loads
     loaded = _load(run, device)

@@ -22,20 +22,51 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from lstmgen import distributed as dist_utils
 from lstmgen.config import RunConfig, parse_duration
-from lstmgen.data import batchify, derived_seed, device_grid, get_window, num_windows, window_bounds
 from lstmgen.device import Precision, peak_memory_mb
 from lstmgen.errors import LstmgenError
-from lstmgen.evaluate import Score, describe_bits, describe_oov, score_ids
-from lstmgen.finetune import Parent, check_fits, describe_start, held_out_in_parent, open_parent
-from lstmgen.model import LSTMLM, count_parameters
-from lstmgen.optim import WeightAverage, make_optimizer
-from lstmgen.pipeline import prepare
-from lstmgen.runs import (BEST_KEPT, CONFIG, INTERRUPTED_FILE, STATE_DIR, STATE_FILE, WEIGHTS, _read_json, keep_as,
-                          load_latest_state, load_run_weights, load_state, load_weights, read_tokenizer_and_vocab,
-                          remove_state, save_state, save_weights, write_run_files)
+from lstmgen.evaluation.score import Score, describe_bits, describe_oov, score_ids
+from lstmgen.files import keep_as
+from lstmgen.model.lstm import LSTMLM, count_parameters
+from lstmgen.model.run_dir import (
+    CONFIG,
+    WEIGHTS,
+    _read_json,
+    load_run_weights,
+    load_weights,
+    read_tokenizer_and_vocab,
+    save_weights,
+    write_run_files,
+)
+from lstmgen.tokens.batches import (
+    batchify,
+    derived_seed,
+    device_grid,
+    get_window,
+    num_windows,
+    window_bounds,
+)
+from lstmgen.tokens.prepare import prepare
+from lstmgen.training import distributed as dist_utils
+from lstmgen.training.checkpoints import (
+    BEST_KEPT,
+    INTERRUPTED_FILE,
+    STATE_DIR,
+    STATE_FILE,
+    load_latest_state,
+    load_state,
+    remove_state,
+    save_state,
+)
+from lstmgen.training.finetune import (
+    Parent,
+    check_fits,
+    describe_start,
+    held_out_in_parent,
+    open_parent,
+)
 from lstmgen.training.metrics import MetricsLog
+from lstmgen.training.optim import WeightAverage, make_optimizer
 from lstmgen.training.schedule import lr_factor
 from lstmgen.training.signals import SignalCatcher, TrainingInterrupted
 from lstmgen.training.state import TrainState

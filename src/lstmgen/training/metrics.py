@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from lstmgen.errors import LstmgenError
-from lstmgen.runs import METRICS, append_jsonl, read_metrics, write_jsonl
+from lstmgen.files import append_jsonl, write_jsonl
+from lstmgen.model.run_dir import METRICS, read_metrics
 
 
 class MetricsWindow:

@@ -15,14 +15,21 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 
-from lstmgen import distributed as dist_utils
 from lstmgen.config import RunConfig, build_config
 from lstmgen.device import choose_precision, pick_device
 from lstmgen.errors import LstmgenError
-from lstmgen.runs import CONFIG, TOKENIZER, VOCAB, RunLock, check_run_dir, read_run_config, remove_stale_temporaries
+from lstmgen.model.run_dir import (
+    CONFIG,
+    TOKENIZER,
+    VOCAB,
+    check_run_dir,
+    read_run_config,
+)
+from lstmgen.training import distributed as dist_utils
+from lstmgen.training.checkpoints import remove_stale_temporaries
+from lstmgen.training.lock import RunLock
 from lstmgen.training.loop import Progress, Trainer
 from lstmgen.training.metrics import tensorboard_writer
-
 
 # Where a run goes on and how that machine computes, not what it trains: --resume may change them
 # (a run started in bf16 on a GPU can be finished on a CPU that has no bf16).
@@ -39,7 +46,7 @@ def settings_config(preset: Optional[str], overrides: dict[str, dict[str, Any]])
     """
     init_from = overrides.get("train", {}).get("init_from")
     if init_from:
-        from lstmgen.finetune import config_from_parent, open_parent
+        from lstmgen.training.finetune import config_from_parent, open_parent
 
         return config_from_parent(open_parent(init_from), overrides, preset=preset)
     return build_config(preset or "default", overrides)

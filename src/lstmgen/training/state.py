@@ -16,10 +16,11 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from lstmgen import distributed as dist_utils
 from lstmgen.errors import LstmgenError
-from lstmgen.model import State
-from lstmgen.runs import STATE_DIR, describe_error
+from lstmgen.files import describe_error
+from lstmgen.model.lstm import State
+from lstmgen.training import distributed as dist_utils
+from lstmgen.training.checkpoints import STATE_DIR
 from lstmgen.training.metrics import MetricsWindow
 
 
