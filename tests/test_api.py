@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_text
 
 import lstmgen
+from conftest import make_text
 from lstmgen.errors import LstmgenError
 
 

@@ -17,8 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import make_text
 
+from conftest import make_text
 from lstmgen.cli.main import main
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

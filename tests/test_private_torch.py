@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_text
 from safetensors.torch import load_file
 
+from conftest import make_text
 from lstmgen import device, private_torch
 from lstmgen.config import build_config
 from lstmgen.generation.cpu_step import OneTokenSteps, StepWeights, resolve_precision

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_text
 
+from conftest import make_text
 from lstmgen.cli.main import main
 from lstmgen.model.run_dir import load_run, read_metrics
 

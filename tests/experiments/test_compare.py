@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_text
 
+from conftest import make_text
 from lstmgen.cli.main import main
 
 

@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_text
 
+from conftest import make_text
 from lstmgen.cli.main import build_parser, main
 from lstmgen.config import build_config
 from lstmgen.errors import LstmgenError

@@ -5,14 +5,7 @@ import pytest
 import torch
 
 from lstmgen.errors import LstmgenError
-from lstmgen.generation.sampling import (
-    FEW_CANDIDATES,
-    _NgramIndex,
-    candidates,
-    draw,
-    kept_weights,
-    sample_next,
-)
+from lstmgen.generation.sampling import FEW_CANDIDATES, _NgramIndex, candidates, draw, kept_weights, sample_next
 
 
 def test_top_k_keeps_the_k_likeliest():

@@ -7,12 +7,7 @@ from pathlib import Path
 import pytest
 
 from lstmgen.cli.main import main
-from lstmgen.generation.sample_quality import (
-    distinct_n,
-    longest_copy,
-    repetition_rate,
-    text_quality,
-)
+from lstmgen.generation.sample_quality import distinct_n, longest_copy, repetition_rate, text_quality
 from lstmgen.text.tokenizers import CharTokenizer
 
 

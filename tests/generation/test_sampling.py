@@ -6,12 +6,7 @@ import pytest
 
 from lstmgen.cli.main import main
 from lstmgen.errors import LstmgenError
-from lstmgen.generation.generate import (
-    END_MARKS,
-    SENTENCE_ENDS,
-    GenerateConfig,
-    generate,
-)
+from lstmgen.generation.generate import END_MARKS, SENTENCE_ENDS, GenerateConfig, generate
 from lstmgen.model.run_dir import TrainedRun as Run
 from lstmgen.model.run_dir import load_run
 

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import needs_cpu_bf16
 
+from conftest import needs_cpu_bf16
 from lstmgen.config import ModelConfig, build_config
 from lstmgen.errors import LstmgenError
 from lstmgen.evaluation.score import describe_oov, score_ids
@@ -249,7 +249,6 @@ def test_bf16_autocast_on_the_cpu_trains_and_scores_close_to_fp32(output):
 def test_amp_auto_trains_in_bf16_on_a_cpu_only_with_amx_and_a_bf16_kernel_and_always_scores_in_fp32(
         amx, kernel, tmp_path, monkeypatch, capsys):
     from conftest import make_text
-
     from lstmgen import device
     from lstmgen.cli.main import main
 
@@ -274,7 +273,6 @@ def test_amp_auto_trains_in_bf16_on_a_cpu_only_with_amx_and_a_bf16_kernel_and_al
 def test_amp_bf16_runs_where_a_bf16_step_runs_and_is_refused_before_anything_is_written_elsewhere(
         tmp_path, monkeypatch, capsys):
     from conftest import make_text
-
     from lstmgen import device
     from lstmgen.cli.main import main
 

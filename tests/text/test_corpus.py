@@ -5,8 +5,8 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_CORPORA
 
+from conftest import SHARED_CORPORA
 from lstmgen.errors import LstmgenError
 from lstmgen.text.cleaning import normalize_text
 from lstmgen.text.encodings import decode_bytes, detect_encoding

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NAMES, THINGS, VERBS
 
+from conftest import NAMES, THINGS, VERBS
 from lstmgen.cli.main import main
 from lstmgen.model.run_dir import read_metrics
 from lstmgen.text.open_vocab import CODE_POINTS, Speller, Unknowns

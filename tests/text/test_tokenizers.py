@@ -6,8 +6,8 @@ import json
 import logging
 
 import pytest
-from conftest import SHARED_CORPORA
 
+from conftest import SHARED_CORPORA
 from lstmgen.config import TokenizerConfig
 from lstmgen.errors import LstmgenError
 from lstmgen.text import segmenter, tokenizers

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_text
 
 import lstmgen.tokens.cache_admin as cache
+from conftest import make_text
 from lstmgen.cli.main import main
 from lstmgen.config import DataConfig, TokenizerConfig
 from lstmgen.tokens.cache_report import human_size

@@ -2,14 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from lstmgen.tokens.batches import (
-    IGNORE_INDEX,
-    batchify,
-    batchify_padded,
-    device_grid,
-    get_window,
-    num_windows,
-)
+from lstmgen.tokens.batches import IGNORE_INDEX, batchify, batchify_padded, device_grid, get_window, num_windows
 from lstmgen.tokens.store import load_segmented, remap, segment_texts
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import make_text
 
+from conftest import make_text
 from lstmgen.cli.main import main
 from lstmgen.model.run_dir import WEIGHTS, load_run, read_metrics
 from lstmgen.tokens.batches import derived_seed

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_text
 from safetensors.torch import load_file, save_file
 
+from conftest import make_text
 from lstmgen.cli.main import main
 from lstmgen.config import build_config
 from lstmgen.errors import LstmgenError

@@ -2,8 +2,8 @@ import sys
 
 import pytest
 import torch
-from conftest import make_text
 
+from conftest import make_text
 from lstmgen.config import SCHEDULES, TrainConfig, build_config
 from lstmgen.training.optim import FusedAdam, WeightAverage
 from lstmgen.training.schedule import SCHEDULES as SCHEDULE_FUNCTIONS

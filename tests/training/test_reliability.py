@@ -23,22 +23,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_text
 from safetensors.torch import load_file
 
+from conftest import make_text
 from lstmgen.cli.main import main
 from lstmgen.config import DataConfig
 from lstmgen.files import append_jsonl, write_json
 from lstmgen.model.lstm import LSTMLM
 from lstmgen.model.run_dir import read_metrics, save_weights
 from lstmgen.text.splitting import split_corpus
-from lstmgen.training.checkpoints import (
-    STATE_KEYS,
-    load_latest_state,
-    load_state,
-    remove_stale_temporaries,
-    save_state,
-)
+from lstmgen.training.checkpoints import STATE_KEYS, load_latest_state, load_state, remove_stale_temporaries, save_state
 from lstmgen.training.lock import RunLock
 
 # 1.5 epochs of 369 windows (553 steps): a few seconds of training, with evaluations at steps 60,

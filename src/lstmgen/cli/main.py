@@ -11,13 +11,7 @@ from typing import Any, Optional, Sequence
 from lstmgen import __version__
 from lstmgen.cli.flags import add_settings_flags
 from lstmgen.cli.progress import ProgressBar
-from lstmgen.cli.run_commands import (
-    cmd_cache,
-    cmd_demo,
-    cmd_eval,
-    cmd_generate,
-    cmd_train,
-)
+from lstmgen.cli.run_commands import cmd_cache, cmd_demo, cmd_eval, cmd_generate, cmd_train
 from lstmgen.config import PRECISIONS, PRESETS
 from lstmgen.errors import LstmgenError
 

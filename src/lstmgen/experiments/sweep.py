@@ -38,14 +38,7 @@ from typing import Any, Optional, Union
 
 from lstmgen.config import PRESETS, SECTIONS
 from lstmgen.errors import LstmgenError
-from lstmgen.experiments.sweep_plan import (
-    PlannedRun,
-    SweepSpec,
-    command_line,
-    parse_vary,
-    plan,
-    train_arguments,
-)
+from lstmgen.experiments.sweep_plan import PlannedRun, SweepSpec, command_line, parse_vary, plan, train_arguments
 from lstmgen.experiments.sweep_results import (
     CURVE_COLUMNS,
     FAILED_FILE,

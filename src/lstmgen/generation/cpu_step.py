@@ -343,6 +343,7 @@ class OneTokenSteps:
         h, c = state
         size = weights.hidden
         hs, cs = [], []
+        x = h  # from the second layer on: the output of the layer below
         for k, recurrent in enumerate(weights.recurrent):
             extra = self.input_gates(ids) if k == 0 else weights.upper_inputs[k - 1](x, threads=self.threads)
             # (B, 4H): input, forget, cell, output gates

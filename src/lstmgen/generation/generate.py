@@ -13,12 +13,7 @@ import torch
 
 from lstmgen.config import PRECISIONS
 from lstmgen.errors import LstmgenError
-from lstmgen.generation.cpu_step import (
-    OneTokenSteps,
-    StepWeights,
-    Threads,
-    resolve_precision,
-)
+from lstmgen.generation.cpu_step import OneTokenSteps, StepWeights, Threads, resolve_precision
 from lstmgen.generation.sampling import _NgramIndex, row_generators, sample_next
 from lstmgen.model.lstm import LSTMLM
 from lstmgen.text.tokenizers import Tokenizer

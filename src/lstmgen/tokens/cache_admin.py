@@ -16,13 +16,7 @@ from typing import Callable, Optional
 
 from lstmgen.errors import LstmgenError
 from lstmgen.tokens.prepare import SPLITS
-from lstmgen.tokens.store import (
-    MANIFESTS_DIR,
-    SOURCE_FILE,
-    TOKENS_DIR,
-    USED_MARKER,
-    default_cache_dir,
-)
+from lstmgen.tokens.store import MANIFESTS_DIR, SOURCE_FILE, TOKENS_DIR, USED_MARKER, default_cache_dir
 
 ABANDONED_AFTER = 86400.0  # seconds: a build writes its files as it goes; one silent for a day was killed
 

@@ -8,13 +8,7 @@ import time
 from typing import Optional
 
 from lstmgen.display import align
-from lstmgen.tokens.cache_admin import (
-    DAY,
-    CacheListing,
-    Removal,
-    TokenFolder,
-    tokenizer_of,
-)
+from lstmgen.tokens.cache_admin import DAY, CacheListing, Removal, TokenFolder, tokenizer_of
 from lstmgen.tokens.prepare import SPLITS
 
 

@@ -25,12 +25,7 @@ from lstmgen.text.overlap import held_out_in_training, report_overlap
 from lstmgen.text.reading import list_corpus_files
 from lstmgen.text.segmenter import load_user_words
 from lstmgen.text.splitting import corpus_fingerprint, split_corpus
-from lstmgen.text.tokenizers import (
-    HybridTokenizer,
-    Tokenizer,
-    WordTokenizer,
-    build_tokenizer,
-)
+from lstmgen.text.tokenizers import HybridTokenizer, Tokenizer, WordTokenizer, build_tokenizer
 from lstmgen.text.vocab import Vocab
 from lstmgen.tokens.store import (
     MANIFESTS_DIR,

@@ -26,13 +26,7 @@ import numpy as np
 
 from lstmgen.config import SECTIONS, DataConfig, RunConfig, build_config
 from lstmgen.errors import LstmgenError
-from lstmgen.model.run_dir import (
-    WEIGHTS,
-    check_run_dir,
-    read_run_config,
-    read_tokenizer_and_vocab,
-    run_info,
-)
+from lstmgen.model.run_dir import WEIGHTS, check_run_dir, read_run_config, read_tokenizer_and_vocab, run_info
 from lstmgen.text.overlap import OVERLAP_WARNING, shares_found_in
 from lstmgen.text.reading import list_corpus_files
 from lstmgen.text.splitting import split_corpus

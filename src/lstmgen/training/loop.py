@@ -28,25 +28,8 @@ from lstmgen.errors import LstmgenError
 from lstmgen.evaluation.score import Score, describe_bits, describe_oov, score_ids
 from lstmgen.files import keep_as
 from lstmgen.model.lstm import LSTMLM, count_parameters
-from lstmgen.model.run_dir import (
-    CONFIG,
-    WEIGHTS,
-    _read_json,
-    load_run_weights,
-    load_weights,
-    read_tokenizer_and_vocab,
-    save_weights,
-    write_run_files,
-)
-from lstmgen.tokens.batches import (
-    batchify,
-    derived_seed,
-    device_grid,
-    get_window,
-    num_windows,
-    window_bounds,
-)
-from lstmgen.tokens.prepare import prepare
+from lstmgen.model.run_dir import WEIGHTS, load_run_weights, load_weights, save_weights, write_run_files
+from lstmgen.tokens.batches import batchify, derived_seed, device_grid, get_window, num_windows, window_bounds
 from lstmgen.training import distributed as dist_utils
 from lstmgen.training.checkpoints import (
     BEST_KEPT,
@@ -58,15 +41,10 @@ from lstmgen.training.checkpoints import (
     remove_state,
     save_state,
 )
-from lstmgen.training.finetune import (
-    Parent,
-    check_fits,
-    describe_start,
-    held_out_in_parent,
-    open_parent,
-)
+from lstmgen.training.finetune import Parent
 from lstmgen.training.metrics import MetricsLog
 from lstmgen.training.optim import WeightAverage, make_optimizer
+from lstmgen.training.run_data import new_run_info, run_data
 from lstmgen.training.schedule import lr_factor
 from lstmgen.training.signals import SignalCatcher, TrainingInterrupted
 from lstmgen.training.state import TrainState
@@ -140,32 +118,10 @@ class Trainer:
 
     def _prepare(self, resume: bool, cache_dir: Optional[Path]) -> Optional[dict]:
         """Read, segment and encode the corpus; returns the saved state to resume from, if any."""
-        corpus, config, run_dir = self.corpus, self.config, self.run_dir
         dist_utils.wait_for_local_leader()  # one process per machine segments the corpus; the rest read its cache
-        saved = load_latest_state(run_dir) if resume else None
-        if resume:
-            saved_tokenizer, saved_vocab = read_tokenizer_and_vocab(run_dir)
-            self.data = prepare(corpus, config.data, config.tokenizer, cache_dir=cache_dir,
-                                vocab=saved_vocab, tokenizer=saved_tokenizer)
-            info = _read_json(run_dir / CONFIG)
-            fingerprint = info.get("corpus_fingerprint")
-            if fingerprint and fingerprint != self.data.fingerprint:
-                raise LstmgenError(f"{corpus}: is not the corpus this run was trained on (its text changed)")
-            if saved is not None and int(saved.get("world_size", 1)) != self.world_size:
-                raise LstmgenError(f"{run_dir}: was trained on {int(saved['world_size'])} processes; "
-                                   f"resume it with the same number (now {self.world_size})")
-            if saved is None and config.train.init_from:  # killed before its first save: from the parent again
-                self.parent = open_parent(config.train.init_from)
-                if info.get("init_from_sha256") not in (None, self.parent.sha256):
-                    raise LstmgenError(f"{self.parent.path}: its weights changed since {run_dir} started from them; "
-                                       f"start that run again")
-        elif config.train.init_from:
-            self.parent = open_parent(config.train.init_from)
-            check_fits(config, self.parent)
-            self.data = prepare(corpus, config.data, config.tokenizer, cache_dir=cache_dir,
-                                vocab=self.parent.vocab, tokenizer=self.parent.tokenizer)
-        else:
-            self.data = prepare(corpus, config.data, config.tokenizer, cache_dir=cache_dir)
+        saved = load_latest_state(self.run_dir) if resume else None
+        self.data, self.parent = run_data(self.corpus, self.config, self.run_dir, resume=resume, saved=saved,
+                                          cache_dir=cache_dir, world_size=self.world_size)
         dist_utils.release_local_ranks()
         return saved
 
@@ -217,17 +173,8 @@ class Trainer:
                 self.log.truncate(-1)  # a started run's step-0 record too: it is written again
         elif self.rank == 0:
             data = self.data
-            extra = {"corpus": str(Path(self.corpus).resolve()), "corpus_fingerprint": data.fingerprint,
-                     "documents": data.documents, "held_out_in_training": data.overlap,
-                     "vocab_size": len(data.vocab),
-                     "parameters": count_parameters(self.model), "world_size": self.world_size,
-                     "split_tokens": {k: int(len(v)) for k, v in data.ids.items()},
-                     "split_characters": data.characters}
-            if self.parent is not None:
-                overlap = held_out_in_parent(self.corpus, self.config.data, self.parent)
-                describe_start(self.parent, data.ids["train"], overlap)
-                extra.update(init_from_sha256=self.parent.sha256, init_from_corpus=self.parent.info.get("corpus"),
-                             held_out_in_parent_training=overlap)
+            extra = new_run_info(self.corpus, self.config, data, self.parent, parameters=count_parameters(self.model),
+                                 world_size=self.world_size)
             write_run_files(run_dir, self.config, data.tokenizer, data.vocab, extra)
         if self.parent is not None:  # the parent's score on this held-out text: what fine-tuning starts from
             self.record_eval()

@@ -18,13 +18,7 @@ import torch
 from lstmgen.config import RunConfig, build_config
 from lstmgen.device import choose_precision, pick_device
 from lstmgen.errors import LstmgenError
-from lstmgen.model.run_dir import (
-    CONFIG,
-    TOKENIZER,
-    VOCAB,
-    check_run_dir,
-    read_run_config,
-)
+from lstmgen.model.run_dir import CONFIG, TOKENIZER, VOCAB, check_run_dir, read_run_config
 from lstmgen.training import distributed as dist_utils
 from lstmgen.training.checkpoints import remove_stale_temporaries
 from lstmgen.training.lock import RunLock
