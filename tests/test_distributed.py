@@ -6,6 +6,7 @@ with --batch-size 2 must end with the weights of one process with --batch-size 4
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -55,7 +57,11 @@ def finish(process: subprocess.Popen, timeout: float = 90) -> tuple[str, str]:
     try:
         return process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:  # a deadlock: take the whole launch down, then fail
+        ranks = psutil.Process(process.pid).children(recursive=True)  # in sessions of their own, holding our pipes
         os.killpg(process.pid, signal.SIGKILL)
+        for rank in ranks:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                rank.kill()
         out, err = process.communicate()
         pytest.fail(f"torchrun did not finish in {timeout}s (ranks deadlocked?)\n{err[-3000:]}")
 
