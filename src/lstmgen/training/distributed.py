@@ -96,12 +96,17 @@ def finish(*, clean: bool = True) -> None:
     """
     if not is_active():
         return
+    # The last collective's tensor outlives the group. On older torch the group's destructor holds
+    # the GIL while it joins gloo's worker threads; a worker that drops the last reference to a tensor
+    # Python has already let go needs the GIL to free it, and the process hangs there for good.
+    last = torch.zeros(1, dtype=torch.float64)
     if clean:
-        _all_reduce_cpu([0.0], dist.ReduceOp.SUM)  # leave together, none while another still sends
+        dist.all_reduce(last)  # leave together, none while another still sends
     dist.destroy_process_group()
     # DistributedDataParallel sits in reference cycles that keep the gloo group (and its threads)
     # alive; left to the interpreter's final collection, their teardown can abort the process.
     gc.collect()
+    del last
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

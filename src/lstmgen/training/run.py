@@ -129,6 +129,7 @@ def train(
         raise LstmgenError("no corpus given")
     tc = config.train
     lock = RunLock(run_dir) if rank == 0 else None
+    leave_together = False  # True when every rank stops at the same point: they leave the group together
     try:
         refusal: Optional[LstmgenError] = None
         try:
@@ -143,10 +144,13 @@ def train(
                 remove_stale_temporaries(run_dir)  # half-written files of a killed run; we are the only writer now
         except LstmgenError as err:
             refusal = err
-        # only rank 0 takes the lock: the others must stop with it, not wait for it in a collective
-        if dist_utils.rank_zero_decides(refusal is not None) and refusal is None:
-            refusal = LstmgenError(f"{run_dir}: rank 0 stopped before training (its message says why)")
+        # only rank 0 takes the lock: the others must stop with it, not wait for it in a collective; each
+        # says rank 0's reason, since torchrun may stop rank 0 before it prints its own
+        reason = dist_utils.rank_zero_text("" if refusal is None else str(refusal))
+        if reason and refusal is None:
+            refusal = LstmgenError(f"rank 0 stopped before training: {reason}")
         if refusal is not None:
+            leave_together = bool(reason)
             raise refusal
         trainer = Trainer(Path(corpus), config, run_dir, device, precision, rank=rank, world_size=world_size,
                           progress=progress)
@@ -155,4 +159,4 @@ def train(
         if lock is not None:
             lock.__exit__(*sys.exc_info())
         if owns_group:
-            dist_utils.finish(clean=sys.exc_info()[0] is None)
+            dist_utils.finish(clean=sys.exc_info()[0] is None or leave_together)
