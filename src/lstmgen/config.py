@@ -242,12 +242,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "train": {"batch_size": 20, "seq_len": 30, "lr": 0.002, "optimizer": "adam", "clip": 0.5,
                   "epochs": 5.0, "schedule": "constant", "warmup_steps": 0, "weight_decay": 0.0},
     },
-    # The best recipe found for a 2-core laptop CPU (BENCHMARKS.md says how it was measured): characters,
-    # an adaptive softmax (the output layer cost as much as the LSTM), small batches, a brisk lr, a
-    # little dropout, and AdamW's weight decay (by epoch 4 of a 10-minute run the model has begun to
-    # overfit; weight decay 0.1 bought 0.28 bits per character there, more dropout lost); and what is
-    # validated and kept is a moving average of the weights over about the last 1,000 steps (0.08
-    # bits more, for 1.3% of the tokens/s).
+    # The best recipe found for a laptop's CPU (BENCHMARKS.md says how it was measured and what each
+    # part bought): characters, an adaptive softmax (the output layer cost as much as the LSTM), small
+    # batches, a brisk lr, a little dropout, and AdamW's weight decay (a 10-minute run begins to overfit
+    # before its end; more dropout lost); and what is validated and kept is a moving average of the
+    # weights over about the last 1,000 steps.
     "default": {
         "tokenizer": {"tokenizer": "char", "min_freq": 1},
         "model": {"embed_size": 256, "hidden_size": 512, "num_layers": 1, "dropout": 0.1, "output": "adaptive"},
@@ -256,13 +255,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "ema_decay": 0.999},
     },
     # For a GPU: characters, wide, and strongly regularised, since in a few minutes it sees a novel
-    # collection dozens of times (BENCHMARKS.md, issue 7.7): batch 256 costs an H100 barely more per
-    # step than 64 (3.5x the tokens/s); dropout on the recurrent weights beat more batch alone; and the
-    # 1536-wide model caught up with the 1024-wide one while still improving faster. An epoch takes
-    # seconds there. Validating after each of the 58 (on the first 50,000 tokens; the test scores all)
-    # took 17 s of the 3 minutes, and about as much again went elsewhere, likely to writing the 430 MB
-    # resumable state as often (871k tokens/s overall against 1.07M in bench/shape_speed.py); so it
-    # validates every 15 s and saves every minute of training instead.
+    # collection dozens of times (BENCHMARKS.md, the GPU contest): a batch of 256 costs a big GPU barely
+    # more per step than 64; dropout on the recurrent weights beat more batch alone; and the 1536-wide
+    # model caught up with the 1024-wide one while still improving faster. An epoch takes seconds there,
+    # so validating (on the first 50,000 tokens; the test scores all) and saving the large resumable
+    # state after every one took a good share of the time: it validates every 15 s and saves every
+    # minute of training instead.
     "gpu": {
         "tokenizer": {"tokenizer": "char"},
         "model": {"embed_size": 512, "hidden_size": 1536, "num_layers": 2, "dropout": 0.4, "weight_drop": 0.5,

@@ -17,8 +17,8 @@ from lstmgen.tokens.batches import batchify_padded, device_grid, get_window
 # Every score (validation, test, ``lstmgen eval``) lays the text out the same way, whatever the run
 # trained with: 16 rows, each read start to end with the state carried from window to window. The
 # layout changes the number -- the rows start in different places -- so two runs are compared on
-# equal terms only when it is the same. (A weak model can fall into a saturated state on one row
-# and stay there; measured on the seed after 146 steps: 8.62 bits/char in 20 rows, 7.37 in 16.)
+# equal terms only when it is the same. (A weak model can fall into a saturated state on one row and
+# stay there, so the rows' starts move its score a lot: BENCHMARKS.md has the seed's example.)
 EVAL_ROWS = 16
 EVAL_SEQ_LEN = 128
 

@@ -1,13 +1,13 @@
 """The generator's path through an LSTMLM on a CPU: one token per row at a time, fp32 or int8 weights.
 
 Writing one token per row makes every matrix product a matrix-vector product, bound by reading the
-weights: 6.9 MB of fp32 a character for the default model, more than one core's cache holds.
+weights: for the default model, more bytes a character than one core's cache holds.
 OneTokenSteps reads less and calls fewer operators than ``model.features`` followed by
 ``model.log_probs``: the first layer's input product is looked up per token, the adaptive softmax's
 head and its clusters' projections are one matrix, and with ``int8`` every matrix is stored as int8
 with one scale per output row (weight-only quantisation: a quarter of the bytes), prepared once in
-StepWeights. Measured on the default model's whole test split: 0.0003 bits per character above fp32
-(BENCHMARKS.md, Generation).
+StepWeights. What int8 costs in held-out bits is measured by bench/int8_fidelity.py (BENCHMARKS.md,
+Generation).
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from lstmgen.private_torch import dequantize_rows, int8_matmul
 INT8_WIDTH_MULTIPLE = 16
 KERNEL_ALIGNMENT = 32
 
-# Below this input width MKL's x @ W.T for one row was about 3x slower than x @ (W.T copied): 28 against
-# 10 us for the default model's 4,314 x 32 cluster. The copy is made up to THIN_COPY_MAX weights (16 MB).
+# Below this input width MKL's x @ W.T for one row is several times slower than x @ (W.T copied), as
+# for the default model's thin adaptive-softmax clusters (BENCHMARKS.md, Generation). The copy is made
+# up to THIN_COPY_MAX weights.
 THIN_WIDTH = 256
 THIN_COPY_MAX = 1 << 22
 
@@ -64,9 +65,9 @@ def quantize_rows(weight: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor
 
     The kernel takes bf16 scales: each is the smallest bf16 value not below the row's largest |w| / 127,
     so every w / scale stays within +-127 and q is the nearest point of the grid the kernel uses. A
-    chunk of rows at a time stays in the cache: 0.17 s for a 136,729 x 1,024 output layer (the seed's
-    on the four novels) with two threads, against 0.68 s for the whole matrix at once (0.34 against
-    4.05 s with one). The result is a new tensor, whose rows the kernel can read aligned.
+    chunk of rows at a time stays in the cache, which made quantising the seed's big output layer several
+    times faster than the whole matrix at once. The result is a new tensor, whose rows the kernel can
+    read aligned.
     """
     quantized = torch.empty(weight.shape, dtype=torch.int8)
     scales = torch.empty(len(weight), dtype=torch.bfloat16)
@@ -160,8 +161,9 @@ class StepWeights:
     """
 
     def __init__(self, model: LSTMLM, *, int8: bool = False) -> None:
-        # int8 with every other core busy: on one thread. Two then took the seed's model 3.2-4.1 s to
-        # quantise, one 0.28-0.30 s (2-core CPU, 2026-11-29). Rounding row by row: the same numbers.
+        # int8 with every other core busy: on one thread, which quantised the seed's model about ten
+        # times faster than two fighting for the busy cores (BENCHMARKS.md). Rounding row by row: the
+        # same numbers either way.
         busy = int8 and torch.get_num_threads() > 1 and not KernelThreads.cores_free()
         with Threads(1 if busy else 0):
             self._build(model, int8)
@@ -200,15 +202,14 @@ class StepWeights:
 class KernelThreads:
     """How many threads torch's int8 kernel takes in each step: one, or ``most`` while steps with them are faster.
 
-    On an idle 2-core machine two threads took the default model's recurrent product from 66 to 37 us,
-    and one sample from about 2,000 to 2,500 characters/s. On a busy one, a step now and then waits
-    milliseconds for a thread the system has not scheduled: with one core busy elsewhere, two threads
-    took that product 0.3-0.8 ms on average, against 0.07 for one (BENCHMARKS.md, Generation). So the
+    On an idle machine more threads make the recurrent product faster. On a busy one, a step now and
+    then waits milliseconds for a thread the system has not scheduled, and one thread is several times
+    faster on average (BENCHMARKS.md, Generation). So the
     counts are timed in turn, over a window of steps: WINDOW steps with one thread (fewer, once they
     have taken WINDOW_SECONDS: a big model's steps are long), then as many with ``most``, given up as
     soon as they have taken longer. The faster is kept for the next KEEP windows; after each loss of
     ``most``, twice as many (up to MAX_KEEP). ``most`` also loses, untried, when other work is running
-    on every core but this one (``cores_free``): a try would cost up to 50 ms. While
+    on every core but this one (``cores_free``): a try would cost milliseconds. While
     ``most`` is kept, a window of steps that takes longer than the one-thread window did starts the
     timing again. The kernel computes each output on
     one thread, so the count changes no number (a test checks it): only the time.

@@ -202,10 +202,10 @@ def _write(row: _Row, token_id: int, token: str, seen: Optional[torch.Tensor]) -
 
 # fp32 on a CPU: below this many multiply-adds per step (about parameters x rows), a step is a few small
 # matrix products: splitting each over several threads costs more in handing work out than it saves,
-# and on a busy machine the waiting threads make it up to twenty times slower (measured: 21 ms/step with
-# two threads vs 1 ms/step with one, hidden 256, while other jobs ran). int8 runs on one thread whatever
+# and on a busy machine the waiting threads make it many times slower (BENCHMARKS.md, Generation). int8
+# runs on one thread whatever
 # the size, but for torch's int8 kernel, which takes the threads there are while timing says they help
-# (onetoken.KernelThreads). Only that kernel: MKL's fp32 products and the elementwise functions may
+# (cpu_step.KernelThreads). Only that kernel: MKL's fp32 products and the elementwise functions may
 # round otherwise with another number of threads, so a text would depend on the machine's load.
 SINGLE_THREAD_BELOW = 20_000_000
 

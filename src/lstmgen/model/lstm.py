@@ -17,7 +17,7 @@ State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, hidden
 # On a GPU the output layer's matrix products run on the fast tensor-core kernels only when the row
 # length of the logits is a multiple of 8; the seed's 136,729 words (or 6,314 characters) are not, and
 # cuBLAS fell back to old kernels. Computing the logits over a multiple of this many columns made the
-# seed's whole step 1.42x faster on an H100 under bf16 autocast (BENCHMARKS.md; see padded_linear).
+# seed's whole step much faster on a GPU under bf16 autocast (BENCHMARKS.md; see padded_linear).
 PAD_LOGITS_TO = 64
 
 
@@ -178,7 +178,7 @@ class LSTMLM(nn.Module):
         """The output layer's scores for features (N, F): (N, V), padded to more columns on a GPU."""
         device = features.device.type
         # Only under autocast: in fp32 the copy of the padded matrix cost more than the faster kernels
-        # bought (the seed's step on an H100: 35,587 tokens/s padded, 37,605 not; BENCHMARKS.md).
+        # bought (BENCHMARKS.md, the seed's step on a GPU).
         if device in self.pad_logits_on and self.vocab_size % PAD_LOGITS_TO and torch.is_autocast_enabled(device):
             return padded_linear(features, self.decoder.weight, self.decoder.bias, PAD_LOGITS_TO)
         return self.decoder(features)

@@ -1,10 +1,9 @@
 """jieba word segmentation: one line at a time, the dictionary loaded once, in worker processes for big inputs.
 
 Segmentation follows jieba (accurate mode with HMM). When the optional package ``rjieba`` (the Rust port
-of the same algorithm and dictionary) is installed it does the segmenting, over ten times faster than
+of the same algorithm and dictionary) is installed it does the segmenting, many times faster than
 jieba; lines where the two are known to disagree (extended CJK characters, ``a-b``/``1.2.3`` style runs)
-are still cut by jieba, and on the four classic novels the two agree on 99.986% of lines (see
-bench/segment.py). Without rjieba, jieba itself runs, in one process per core for large inputs (forked
+are still cut by jieba (bench/segment.py measures both speed and agreement). Without rjieba, jieba itself runs, in one process per core for large inputs (forked
 on Linux, so workers inherit the loaded dictionary; spawned elsewhere, so scripts need the usual
 ``if __name__ == "__main__":`` guard there). ``WordTokenizer`` and ``HybridTokenizer`` build on this.
 """

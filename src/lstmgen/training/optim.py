@@ -4,8 +4,8 @@ Adam and AdamW run on PyTorch's fused kernels, without ``torch.optim``'s start-u
 are private torch functions, checked once against Adam in public operations (``private_torch``).
 
 Every ``torch.optim`` optimiser imports ``torch._dynamo`` on its first step, state_dict or zero_grad
-(for the graph breaks it places around them): about 0.9 s on a laptop CPU, five times what the rest
-of a cached start takes (BENCHMARKS.md, issue 7.4). ``FusedAdam`` runs the same fused kernel that
+(for the graph breaks it places around them): several times what the rest of a cached start takes
+(BENCHMARKS.md, start-up). ``FusedAdam`` runs the same fused kernel that
 ``torch.optim.Adam(fused=True)`` / ``AdamW(fused=True)`` run, on the same state, so the weights it
 produces are the ones torch's would, and its ``state_dict`` has torch's layout: a run saved by either
 resumes with the other. Where a torch has no such kernel (or it fails its check), ``FusedAdam`` takes the
@@ -161,9 +161,9 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
     """The optimiser ``config`` names: Adam and AdamW fused on CUDA and the CPU, else torch.optim's."""
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer in ("adam", "adamw") and device.type in ("cuda", "cpu"):
-        # Fused kernels: a few per step instead of one per operation and tensor (on a 2-core CPU this
-        # took the seed's step from 0.96x to 1.13x a plain loop's speed, BENCHMARKS.md, issue 7.3);
-        # and no torch.optim, whose first step imports torch._dynamo (0.9 s of a 1.1 s cached start).
+        # Fused kernels: a few per step instead of one per operation and tensor (what made the seed's
+        # step faster than a plain loop's, BENCHMARKS.md); and no torch.optim, whose first step imports
+        # torch._dynamo (most of a cached start's time).
         return FusedAdam(params, lr=config.lr, weight_decay=config.weight_decay, decoupled=config.optimizer == "adamw")
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
