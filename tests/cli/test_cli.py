@@ -322,3 +322,10 @@ def test_train_help_lists_every_setting_in_its_group_with_the_help_its_field_dec
     output = shown[places[-1]:]
     assert "--save-every" in output and "--out" in output and "--tensorboard, --no-tensorboard" in output
     assert "--seq-len" in shown[places[2]:places[3]] and "--eval-every" in shown[places[3]:places[4]]
+
+
+def test_one_install_brings_what_every_subcommand_needs():
+    from importlib.metadata import requires
+
+    always = {r.split(";")[0].split(">")[0].split("=")[0].strip().lower() for r in requires("lstmgen") if "extra" not in r}
+    assert {"matplotlib", "fastapi", "uvicorn", "pydantic"} <= always  # sweep, plot and serve: no extra to install

@@ -27,7 +27,7 @@ def _figure(columns: int = 1, width: float = 6.0, height: float = 4.0) -> tuple[
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise LstmgenError("plots need matplotlib: pip install 'lstmgen[plot]'")
+        raise LstmgenError("plots need matplotlib, which lstmgen installs; it is missing here: pip install matplotlib")
     figure = Figure(figsize=(width * columns, height), layout="constrained")
     FigureCanvasAgg(figure)
     return figure, [figure.add_subplot(1, columns, i + 1) for i in range(columns)]
