@@ -13,7 +13,8 @@
 One model serves every request, and one request writes at a time (the others wait their turn): on a
 CPU, two generations at once only fight over the same cores, and each would take longer than both in
 turn. The LSTM state lives inside each ``generate`` call, so requests never see each other's text. A
-stream whose client goes away stops generating at the next token, freeing the model for the next one.
+request whose client goes away (a stream or /generate) stops generating at the next token, freeing the
+model for the next one; one still waiting for the model gives up its place in the queue at once.
 
 Bad settings get a 422 whose ``detail`` is one readable line; bodies over 64 KiB get a 413. The server
 listens on 127.0.0.1 unless told otherwise; it has no login, so only open it to people you trust.
@@ -56,6 +57,7 @@ MAX_ACROSTIC = 64
 MAX_BODY_BYTES = 64 * 1024
 MAX_SEED = 2**53 - 1  # the largest integer a JavaScript page can hold exactly
 MAX_WAITING = 16  # requests queued for the model; past this, 503 "busy" rather than an ever longer queue
+WAIT_POLL_SECONDS = 0.05  # how often a request waiting for the model looks whether its client has left
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -77,7 +79,7 @@ def _require_server_packages() -> None:
 
 
 class _ClientGone(Exception):
-    """Raised inside generate() to stop writing for a stream whose client has left."""
+    """Raised to stop writing (or waiting to write) for a client that has left."""
 
 
 class ServerBusy(Exception):
@@ -87,9 +89,10 @@ class ServerBusy(Exception):
 class ModelDesk:
     """The shared model, written with by one request at a time; counts who is writing and waiting.
 
-    A request counts as waiting from the moment it is admitted, not from when a thread gets to it:
-    streams run on a thread pool that may be smaller than the queue, and what waits in the pool's own
-    queue must count too, or the 503 past ``MAX_WAITING`` would never come.
+    A request counts as waiting from the moment it is admitted, not from when a thread gets to it: what
+    waits for a thread must count too, or the 503 past ``MAX_WAITING`` would never come. It stops
+    counting when it writes, or when its client leaves while it waits (``cancelled``): a queue full of
+    clients that gave up would otherwise answer 503 to everyone until the model had got through it.
     """
 
     def __init__(self, run: "Run", step_weights: Optional["StepWeights"] = None) -> None:
@@ -103,20 +106,40 @@ class ModelDesk:
     def write(self, prompts: list[str], config: "GenerateConfig", *,
               on_text: Optional[Callable[[int, str], None]] = None,
               cancelled: Optional[threading.Event] = None) -> tuple[list[str], float]:
-        """Generate under the lock; returns the texts and the seconds spent writing (not waiting)."""
+        """Generate under the lock; returns the texts and the seconds spent writing (not waiting).
+
+        Once ``cancelled`` is set, it stops: waiting for the lock, or writing at the next token, by
+        raising ``_ClientGone``.
+        """
         from lstmgen.generate import generate
 
-        with self._lock:  # admitted before: waiting since then
+        def written(row: int, piece: str) -> None:
+            if cancelled is not None and cancelled.is_set():
+                raise _ClientGone()
+            if on_text is not None:
+                on_text(row, piece)
+
+        self._take_turn(cancelled)  # admitted before: waiting since then
+        try:
             self._count(waiting=-1, generating=1)
             try:
                 if cancelled is not None and cancelled.is_set():
                     raise _ClientGone()
                 start = time.perf_counter()
                 texts = generate(self.run.model, self.run.tokenizer, self.run.vocab, prompts, config,
-                                 on_text=on_text, weights=self.step_weights)
+                                 on_text=written, weights=self.step_weights)
                 return texts, time.perf_counter() - start
             finally:
                 self._count(generating=-1)
+        finally:
+            self._lock.release()
+
+    def _take_turn(self, cancelled: Optional[threading.Event]) -> None:
+        """Acquire the lock; or, if ``cancelled`` is set first, leave the queue and raise ``_ClientGone``."""
+        while not self._lock.acquire(timeout=WAIT_POLL_SECONDS):
+            if cancelled is not None and cancelled.is_set():
+                self._count(waiting=-1)
+                raise _ClientGone()
 
     def admit(self) -> None:
         """Take a request into the queue, or refuse it (``ServerBusy``) when the queue is full. Every
@@ -185,12 +208,13 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
     _require_server_packages()
     from typing import Annotated, List, Literal
 
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, Request, Response
     from fastapi.encoders import jsonable_encoder
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
     from fastapi.staticfiles import StaticFiles
     from pydantic import BaseModel, ConfigDict, Field
+    from starlette.concurrency import run_in_threadpool
 
     from lstmgen import __version__
     from lstmgen.generate import GenerateConfig, check_request
@@ -282,10 +306,29 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
         return {**run_info(loaded), "lstmgen_version": __version__, "precision": precision_used,
                 "defaults": GenerateRequest().model_dump(exclude={"prompts", "seed", "acrostic"})}
 
+    @app.exception_handler(_ClientGone)
+    async def client_gone(request: Request, err: _ClientGone) -> Response:
+        return Response(status_code=499)  # nobody reads it: the client has left
+
     @app.post("/generate")
-    def generate_all(body: GenerateRequest) -> dict:
-        prompts, config = job(body)
-        texts, seconds = desk.write(prompts, config)
+    async def generate_all(body: GenerateRequest, request: Request) -> dict:
+        import asyncio
+
+        prompts, config = await run_in_threadpool(job, body)
+        gone = threading.Event()
+        writing = asyncio.ensure_future(run_in_threadpool(desk.write, prompts, config, cancelled=gone))
+        leaving = asyncio.ensure_future(_client_leaves(request))
+        try:
+            await asyncio.wait({writing, leaving}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            leaving.cancel()
+            if not writing.done():
+                gone.set()  # the client left (or the server is stopping): stop waiting or writing for it
+        try:
+            texts, seconds = await writing
+        except _ClientGone:
+            logger.info("a client left before its text was written; stopped writing for it")
+            raise
         return {"texts": texts, "prompts": row_prompts(prompts, config), "seed": config.seed,
                 "seconds": round(seconds, 3), "characters": sum(map(len, texts))}
 
@@ -305,8 +348,6 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
                 raise _ClientGone() from None
 
         def on_text(row: int, piece: str) -> None:
-            if gone.is_set():
-                raise _ClientGone()
             put({"event": "text", "row": row, "text": piece})
 
         def work() -> None:
@@ -319,7 +360,10 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
                 logger.exception("generation failed")
                 put({"event": "error", "detail": f"{type(err).__name__}: {err}"})
 
-        worker = loop.run_in_executor(None, work)  # now, not when the response starts: admitted, so it must write
+        # now, not when the response starts: admitted, so it must write (or see its client leave). On
+        # the same pool as /generate, whose threads outnumber the queue: every admitted request waits
+        # in a thread of its own, where it can notice its client leaving, not behind other requests.
+        worker = asyncio.ensure_future(run_in_threadpool(work))
 
         async def events() -> Any:
             try:
@@ -374,6 +418,12 @@ class _BodyLimit:
             return message
 
         await self.app(scope, counted_receive, send)
+
+
+async def _client_leaves(request: Any) -> None:
+    """Return once the client of ``request`` (whose body has been read) has closed its connection."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _line(item: dict) -> str:
