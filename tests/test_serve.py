@@ -263,6 +263,65 @@ def test_a_stream_arrives_while_writing_and_stops_when_the_client_leaves(server:
         assert http.post("/generate", json={"length": 10, "seed": 1}).status_code == 200
 
 
+def test_the_model_goes_to_waiting_requests_in_the_order_they_came():
+    # Under load a lock that a newcomer can take ahead of those already waiting leaves some requests
+    # waiting far longer than the rest; the model must go to the first in line.
+    from lstmgen.serve import _TurnLock
+
+    lock, order = _TurnLock(), []
+
+    def wait_then_write(name: str) -> None:
+        assert lock.acquire()
+        order.append(name)
+        lock.release()
+
+    lock.acquire()
+    threads = []
+    for name in ("first", "second", "third"):
+        threads.append(threading.Thread(target=wait_then_write, args=(name,)))
+        threads[-1].start()
+        deadline = time.monotonic() + 30  # a hang guard only
+        while len(lock._line) < len(threads):
+            assert time.monotonic() < deadline, "a thread did not get in line"
+            time.sleep(0.01)
+    lock.release()
+    wait_then_write("newcomer")  # comes as the lock is handed on: after those in line, not before
+    for thread in threads:
+        thread.join(timeout=30)
+    assert order == ["first", "second", "third", "newcomer"]
+    assert not lock.locked()
+
+
+def test_a_request_that_leaves_the_line_is_passed_over():
+    from lstmgen.serve import _TurnLock
+
+    lock, order = _TurnLock(), []
+    left = threading.Event()
+
+    def wait_then_write(name: str, cancelled: threading.Event | None = None) -> None:
+        if lock.acquire(cancelled):
+            order.append(name)
+            lock.release()
+        else:
+            order.append(f"{name} left")
+
+    lock.acquire()
+    leaving = threading.Thread(target=wait_then_write, args=("leaving", left))
+    staying = threading.Thread(target=wait_then_write, args=("staying",))
+    for thread, in_line in ((leaving, 1), (staying, 2)):
+        thread.start()
+        deadline = time.monotonic() + 30  # a hang guard only
+        while len(lock._line) < in_line:
+            assert time.monotonic() < deadline, "a thread did not get in line"
+            time.sleep(0.01)
+    left.set()
+    leaving.join(timeout=30)
+    assert order == ["leaving left"] and list(lock._line) and lock.locked()  # out of the line, without the lock
+    lock.release()
+    staying.join(timeout=30)
+    assert order == ["leaving left", "staying"] and not lock.locked()
+
+
 def send_and_stay_silent(url: str, path: str, body: dict) -> socket.socket:
     """POST ``body`` over a bare socket and read nothing: closing the socket is the client leaving."""
     data = json.dumps(body).encode()

@@ -32,6 +32,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
@@ -86,8 +87,51 @@ class ServerBusy(Exception):
     """Too many requests already wait for the model (answered with 503)."""
 
 
+class _TurnLock:
+    """A lock that goes to its waiters in the order they came, and that a waiter can leave before its turn.
+
+    ``threading.Lock`` lets a thread that has just arrived take the lock ahead of threads that have waited
+    longer; a waiter that wakes now and then to look at its client would lose its place each time. Here
+    ``release`` hands the lock straight to the first in line, so it is never free for a newcomer to take.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._line: deque[threading.Event] = deque()
+        self._held = False
+
+    def acquire(self, cancelled: Optional[threading.Event] = None) -> bool:
+        """Wait for the lock; False, out of the line and without the lock, if ``cancelled`` is set first."""
+        with self._guard:
+            if not self._held:
+                self._held = True
+                return True
+            turn = threading.Event()
+            self._line.append(turn)
+        while not turn.wait(None if cancelled is None else WAIT_POLL_SECONDS):
+            if cancelled is not None and cancelled.is_set():
+                with self._guard:
+                    if not turn.is_set():  # else the lock was handed over just now: it is this thread's
+                        self._line.remove(turn)
+                        return False
+        return True
+
+    def release(self) -> None:
+        with self._guard:
+            if not self._held:
+                raise RuntimeError("release of a lock that is not held")
+            if self._line:
+                self._line.popleft().set()  # still held, now by the first in line
+            else:
+                self._held = False
+
+    def locked(self) -> bool:
+        return self._held
+
+
 class ModelDesk:
-    """The shared model, written with by one request at a time; counts who is writing and waiting.
+    """The shared model, written with by one request at a time, in the order they came; counts who is
+    writing and waiting.
 
     A request counts as waiting from the moment it is admitted, not from when a thread gets to it: what
     waits for a thread must count too, or the 503 past ``MAX_WAITING`` would never come. It stops
@@ -98,7 +142,7 @@ class ModelDesk:
     def __init__(self, run: "Run", step_weights: Optional["StepWeights"] = None) -> None:
         self.run = run
         self.step_weights = step_weights  # on a CPU: the matrices every request reads, prepared once
-        self._lock = threading.Lock()
+        self._lock = _TurnLock()
         self._count_lock = threading.Lock()
         self.generating = 0
         self.waiting = 0
@@ -119,7 +163,9 @@ class ModelDesk:
             if on_text is not None:
                 on_text(row, piece)
 
-        self._take_turn(cancelled)  # admitted before: waiting since then
+        if not self._lock.acquire(cancelled):  # admitted before: waiting since then
+            self._count(waiting=-1)
+            raise _ClientGone()
         try:
             self._count(waiting=-1, generating=1)
             try:
@@ -133,13 +179,6 @@ class ModelDesk:
                 self._count(generating=-1)
         finally:
             self._lock.release()
-
-    def _take_turn(self, cancelled: Optional[threading.Event]) -> None:
-        """Acquire the lock; or, if ``cancelled`` is set first, leave the queue and raise ``_ClientGone``."""
-        while not self._lock.acquire(timeout=WAIT_POLL_SECONDS):
-            if cancelled is not None and cancelled.is_set():
-                self._count(waiting=-1)
-                raise _ClientGone()
 
     def admit(self) -> None:
         """Take a request into the queue, or refuse it (``ServerBusy``) when the queue is full. Every
