@@ -267,6 +267,15 @@ def count_left(log_path: Path) -> int:
     return log_path.read_text(encoding="utf-8", errors="replace").count(LEFT_LINE)
 
 
+async def logged_stops(log_path: Path, expected: int, timeout: float) -> int:
+    """The server's count of requests it stopped writing for, once it reaches ``expected`` (or at
+    ``timeout``): it logs a stop just after /health stops counting the request, not before."""
+    deadline = time.monotonic() + timeout
+    while (stopped := count_left(log_path)) < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return stopped
+
+
 async def leave_round(http: httpx.AsyncClient, args: argparse.Namespace, log_path: Path) -> dict[str, Any]:
     """A stream for a long text; --leavers - 1 requests queued behind it (streams and /generate, in
     turn) that leave while it writes; then it leaves too, and a short request follows."""
@@ -314,12 +323,9 @@ async def leave_round(http: httpx.AsyncClient, args: argparse.Namespace, log_pat
         await asyncio.gather(writer, *queued, return_exceptions=True)
     next_request = await answer(http, "generate", {"length": 20, "seed": 1}, args.timeout)
     drained = await drain_seconds(http, args.timeout)
-    deadline = time.monotonic() + args.timeout
-    while count_left(log_path) - before < args.leavers and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    stopped = await logged_stops(log_path, before + args.leavers, args.timeout) - before
     return {"full_queue": full_queue, "queue_freed": queue_freed if emptied.get("waiting") == 0 else None,
-            "still_writing": still_writing, "next": next_request, "drained": drained,
-            "stopped": count_left(log_path) - before}
+            "still_writing": still_writing, "next": next_request, "drained": drained, "stopped": stopped}
 
 
 def milliseconds(seconds: float | None) -> str:
@@ -367,6 +373,8 @@ def memory_lines(samples: list[Sample], load_seconds: float) -> list[str]:
         lines.append(f"load's first 10 s: mean {mean_first:,.1f} MB; last 10 s: mean {mean_last:,.1f} MB "
                      f"({mean_last - mean_first:+,.1f} MB)")
     if load:
+        tens = [[s.rss for s in load if i <= s.seconds < i + 10] for i in range(0, int(load_seconds), 10)]
+        lines.append("load's RSS by 10 s (mean MB): " + ", ".join(f"{sum(t) / len(t) / mb:,.1f}" for t in tens if t))
         lines.append(f"/health during the load: at most {max(s.generating for s in load)} writing, "
                      f"{max(s.waiting for s in load)} waiting")
     return lines
@@ -406,7 +414,7 @@ async def bench(args: argparse.Namespace, run: Path, folder: Path) -> int:
                 failures.append(f"/health still showed requests {args.timeout:g} s after the clients stopped")
             left = sum(o.kind == "leave" and o.status == 200 for o in outcomes)
             written_first = sum(o.kind == "leave" and o.written_first for o in outcomes)
-            stopped = count_left(log_path)
+            stopped = await logged_stops(log_path, left - written_first, args.timeout)
             if stopped != left - written_first:
                 failures.append(f"under load, the server stopped writing for {stopped} of the {left - written_first} "
                                 "streams that left while their text was being written")
