@@ -263,6 +263,162 @@ def test_a_stream_arrives_while_writing_and_stops_when_the_client_leaves(server:
         assert http.post("/generate", json={"length": 10, "seed": 1}).status_code == 200
 
 
+def test_the_model_goes_to_waiting_requests_in_the_order_they_came():
+    # Under load a lock that a newcomer can take ahead of those already waiting leaves some requests
+    # waiting far longer than the rest; the model must go to the first in line.
+    from lstmgen.serve import _TurnLock
+
+    lock, order = _TurnLock(), []
+
+    def wait_then_write(name: str) -> None:
+        assert lock.acquire()
+        order.append(name)
+        lock.release()
+
+    lock.acquire()
+    threads = []
+    for name in ("first", "second", "third"):
+        threads.append(threading.Thread(target=wait_then_write, args=(name,)))
+        threads[-1].start()
+        deadline = time.monotonic() + 30  # a hang guard only
+        while len(lock._line) < len(threads):
+            assert time.monotonic() < deadline, "a thread did not get in line"
+            time.sleep(0.01)
+    lock.release()
+    wait_then_write("newcomer")  # comes as the lock is handed on: after those in line, not before
+    for thread in threads:
+        thread.join(timeout=30)
+    assert order == ["first", "second", "third", "newcomer"]
+    assert not lock.locked()
+
+
+def test_a_request_that_leaves_the_line_is_passed_over():
+    from lstmgen.serve import _TurnLock
+
+    lock, order = _TurnLock(), []
+    left = threading.Event()
+
+    def wait_then_write(name: str, cancelled: threading.Event | None = None) -> None:
+        if lock.acquire(cancelled):
+            order.append(name)
+            lock.release()
+        else:
+            order.append(f"{name} left")
+
+    lock.acquire()
+    leaving = threading.Thread(target=wait_then_write, args=("leaving", left))
+    staying = threading.Thread(target=wait_then_write, args=("staying",))
+    for thread, in_line in ((leaving, 1), (staying, 2)):
+        thread.start()
+        deadline = time.monotonic() + 30  # a hang guard only
+        while len(lock._line) < in_line:
+            assert time.monotonic() < deadline, "a thread did not get in line"
+            time.sleep(0.01)
+    left.set()
+    leaving.join(timeout=30)
+    assert order == ["leaving left"] and list(lock._line) and lock.locked()  # out of the line, without the lock
+    lock.release()
+    staying.join(timeout=30)
+    assert order == ["leaving left", "staying"] and not lock.locked()
+
+
+def send_and_stay_silent(url: str, path: str, body: dict) -> socket.socket:
+    """POST ``body`` over a bare socket and read nothing: closing the socket is the client leaving."""
+    data = json.dumps(body).encode()
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    return sock
+
+
+def wait_for_health(http: httpx.Client, **expected: int) -> None:
+    deadline = time.monotonic() + 30  # a hang guard only: each of these takes a fraction of a second
+    while (health := http.get("/health").json()) != {"status": "ok", **expected}:
+        assert time.monotonic() < deadline, f"/health stayed at {health}, not {expected}"
+        time.sleep(0.02)
+
+
+def test_clients_that_leave_while_waiting_give_up_their_place_at_once(trained: Path, caplog):
+    # A client that leaves while waiting (it timed out, or closed the page) must not keep its place in
+    # the queue until the model gets to it: a queue of such places would answer 503 to everyone.
+    caplog.set_level("INFO", logger="lstmgen.serve")
+    app = create_app(trained)
+    desk = app.state.desk
+    staying, leaving = MAX_WAITING - 6, 3
+    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as http, \
+            ThreadPoolExecutor(staying) as pool, contextlib.ExitStack() as leavers:
+        desk._lock.acquire()  # the model is busy writing for someone else until this test says
+        try:
+            def stay(seed: int) -> list[dict]:
+                with httpx.Client(base_url=url, timeout=60) as own, \
+                        own.stream("POST", "/generate/stream", json={"length": 5, "seed": seed}) as response:
+                    return [json.loads(line) for line in response.iter_lines() if line]
+
+            stayed = [pool.submit(stay, seed) for seed in range(staying)]
+            wait_for_health(http, generating=0, waiting=staying)  # these hold the first places
+            for _ in range(leaving):
+                own = leavers.enter_context(httpx.Client(base_url=url, timeout=60))
+                response = leavers.enter_context(own.stream("POST", "/generate/stream", json={"length": 5}))
+                lines = response.iter_lines()  # kept: a line iterator let go of closes the stream
+                assert json.loads(next(lines))["event"] == "start"
+                leavers.callback(lines.close)
+                leavers.callback(send_and_stay_silent(url, "/generate", {"length": 5}).close)
+            wait_for_health(http, generating=0, waiting=MAX_WAITING)
+            assert http.post("/generate", json={"length": 5}).status_code == 503  # the queue is full
+            leavers.close()  # all six leave
+            wait_for_health(http, generating=0, waiting=staying)  # while the model is still busy
+            assert desk._lock.locked()
+            with http.stream("POST", "/generate/stream", json={"length": 5}) as response:
+                assert response.status_code == 200  # room in the queue again; this one leaves too
+            wait_for_health(http, generating=0, waiting=staying)
+        finally:
+            desk._lock.release()
+        assert all(events[-1]["event"] == "done" for events in (f.result() for f in stayed))
+        wait_for_health(http, generating=0, waiting=0)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("client left mid-stream" in m for m in messages) == leaving + 1
+    assert sum("client left before its text was written" in m for m in messages) == leaving
+
+
+@pytest.mark.parametrize("path", ["/generate/stream", "/generate"])
+def test_the_model_is_free_as_soon_as_the_client_it_writes_for_leaves(trained: Path, path: str, monkeypatch):
+    # The abandoned text is made far too slow to finish while the test runs: the next request can only
+    # be answered if the server stops writing it when its client leaves.
+    app = create_app(trained)
+    desk = app.state.desk
+    write, ended = desk.write, []
+
+    def slow_write(prompts, config, *, on_text=None, cancelled=None):
+        def slow(row: int, piece: str) -> None:
+            if on_text is not None:
+                on_text(row, piece)
+            if config.length == 5000:
+                time.sleep(0.002)  # 8 rows x 5,000 characters: over a minute
+
+        try:
+            result = write(prompts, config, on_text=slow, cancelled=cancelled)
+        except Exception as err:
+            ended.append((config.length, type(err).__name__))
+            raise
+        ended.append((config.length, "written"))
+        return result
+
+    monkeypatch.setattr(desk, "write", slow_write)
+    body = {"length": 5000, "num_samples": 8, "seed": 1}
+    with serving(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        if path == "/generate/stream":
+            with http.stream("POST", path, json=body) as response:
+                lines = response.iter_lines()
+                assert [json.loads(next(lines))["event"] for _ in range(2)] == ["start", "text"]
+        else:
+            with contextlib.closing(send_and_stay_silent(url, path, body)):
+                wait_for_health(http, generating=1, waiting=0)
+        assert http.post("/generate", json={"length": 10, "seed": 1}).status_code == 200
+        assert ended == [(5000, "_ClientGone"), (10, "written")]
+        wait_for_health(http, generating=0, waiting=0)
+
+
 def test_serve_command_errors_are_one_line(trained: Path, tmp_path: Path, capsys, monkeypatch):
     assert main(["serve", str(tmp_path / "nothing")]) == 2
     assert "no such run directory" in capsys.readouterr().err

@@ -13,7 +13,8 @@
 One model serves every request, and one request writes at a time (the others wait their turn): on a
 CPU, two generations at once only fight over the same cores, and each would take longer than both in
 turn. The LSTM state lives inside each ``generate`` call, so requests never see each other's text. A
-stream whose client goes away stops generating at the next token, freeing the model for the next one.
+request whose client goes away (a stream or /generate) stops generating at the next token, freeing the
+model for the next one; one still waiting for the model gives up its place in the queue at once.
 
 Bad settings get a 422 whose ``detail`` is one readable line; bodies over 64 KiB get a 413. The server
 listens on 127.0.0.1 unless told otherwise; it has no login, so only open it to people you trust.
@@ -31,6 +32,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
@@ -56,6 +58,7 @@ MAX_ACROSTIC = 64
 MAX_BODY_BYTES = 64 * 1024
 MAX_SEED = 2**53 - 1  # the largest integer a JavaScript page can hold exactly
 MAX_WAITING = 16  # requests queued for the model; past this, 503 "busy" rather than an ever longer queue
+WAIT_POLL_SECONDS = 0.05  # how often a request waiting for the model looks whether its client has left
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -77,25 +80,69 @@ def _require_server_packages() -> None:
 
 
 class _ClientGone(Exception):
-    """Raised inside generate() to stop writing for a stream whose client has left."""
+    """Raised to stop writing (or waiting to write) for a client that has left."""
 
 
 class ServerBusy(Exception):
     """Too many requests already wait for the model (answered with 503)."""
 
 
-class ModelDesk:
-    """The shared model, written with by one request at a time; counts who is writing and waiting.
+class _TurnLock:
+    """A lock that goes to its waiters in the order they came, and that a waiter can leave before its turn.
 
-    A request counts as waiting from the moment it is admitted, not from when a thread gets to it:
-    streams run on a thread pool that may be smaller than the queue, and what waits in the pool's own
-    queue must count too, or the 503 past ``MAX_WAITING`` would never come.
+    ``threading.Lock`` lets a thread that has just arrived take the lock ahead of threads that have waited
+    longer; a waiter that wakes now and then to look at its client would lose its place each time. Here
+    ``release`` hands the lock straight to the first in line, so it is never free for a newcomer to take.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._line: deque[threading.Event] = deque()
+        self._held = False
+
+    def acquire(self, cancelled: Optional[threading.Event] = None) -> bool:
+        """Wait for the lock; False, out of the line and without the lock, if ``cancelled`` is set first."""
+        with self._guard:
+            if not self._held:
+                self._held = True
+                return True
+            turn = threading.Event()
+            self._line.append(turn)
+        while not turn.wait(None if cancelled is None else WAIT_POLL_SECONDS):
+            if cancelled is not None and cancelled.is_set():
+                with self._guard:
+                    if not turn.is_set():  # else the lock was handed over just now: it is this thread's
+                        self._line.remove(turn)
+                        return False
+        return True
+
+    def release(self) -> None:
+        with self._guard:
+            if not self._held:
+                raise RuntimeError("release of a lock that is not held")
+            if self._line:
+                self._line.popleft().set()  # still held, now by the first in line
+            else:
+                self._held = False
+
+    def locked(self) -> bool:
+        return self._held
+
+
+class ModelDesk:
+    """The shared model, written with by one request at a time, in the order they came; counts who is
+    writing and waiting.
+
+    A request counts as waiting from the moment it is admitted, not from when a thread gets to it: what
+    waits for a thread must count too, or the 503 past ``MAX_WAITING`` would never come. It stops
+    counting when it writes, or when its client leaves while it waits (``cancelled``): a queue full of
+    clients that gave up would otherwise answer 503 to everyone until the model had got through it.
     """
 
     def __init__(self, run: "Run", step_weights: Optional["StepWeights"] = None) -> None:
         self.run = run
         self.step_weights = step_weights  # on a CPU: the matrices every request reads, prepared once
-        self._lock = threading.Lock()
+        self._lock = _TurnLock()
         self._count_lock = threading.Lock()
         self.generating = 0
         self.waiting = 0
@@ -103,20 +150,35 @@ class ModelDesk:
     def write(self, prompts: list[str], config: "GenerateConfig", *,
               on_text: Optional[Callable[[int, str], None]] = None,
               cancelled: Optional[threading.Event] = None) -> tuple[list[str], float]:
-        """Generate under the lock; returns the texts and the seconds spent writing (not waiting)."""
+        """Generate under the lock; returns the texts and the seconds spent writing (not waiting).
+
+        Once ``cancelled`` is set, it stops: waiting for the lock, or writing at the next token, by
+        raising ``_ClientGone``.
+        """
         from lstmgen.generation.generate import generate
 
-        with self._lock:  # admitted before: waiting since then
+        def written(row: int, piece: str) -> None:
+            if cancelled is not None and cancelled.is_set():
+                raise _ClientGone()
+            if on_text is not None:
+                on_text(row, piece)
+
+        if not self._lock.acquire(cancelled):  # admitted before: waiting since then
+            self._count(waiting=-1)
+            raise _ClientGone()
+        try:
             self._count(waiting=-1, generating=1)
             try:
                 if cancelled is not None and cancelled.is_set():
                     raise _ClientGone()
                 start = time.perf_counter()
                 texts = generate(self.run.model, self.run.tokenizer, self.run.vocab, prompts, config,
-                                 on_text=on_text, weights=self.step_weights)
+                                 on_text=written, weights=self.step_weights)
                 return texts, time.perf_counter() - start
             finally:
                 self._count(generating=-1)
+        finally:
+            self._lock.release()
 
     def admit(self) -> None:
         """Take a request into the queue, or refuse it (``ServerBusy``) when the queue is full. Every
@@ -186,12 +248,13 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
     _require_server_packages()
     from typing import Annotated, List, Literal
 
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, Request, Response
     from fastapi.encoders import jsonable_encoder
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
     from fastapi.staticfiles import StaticFiles
     from pydantic import BaseModel, ConfigDict, Field
+    from starlette.concurrency import run_in_threadpool
 
     from lstmgen import __version__
     from lstmgen.generation.cpu_step import StepWeights, resolve_precision
@@ -283,10 +346,29 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
         return {**run_info(loaded), "lstmgen_version": __version__, "precision": precision_used,
                 "defaults": GenerateRequest().model_dump(exclude={"prompts", "seed", "acrostic"})}
 
+    @app.exception_handler(_ClientGone)
+    async def client_gone(request: Request, err: _ClientGone) -> Response:
+        return Response(status_code=499)  # nobody reads it: the client has left
+
     @app.post("/generate")
-    def generate_all(body: GenerateRequest) -> dict:
-        prompts, config = job(body)
-        texts, seconds = desk.write(prompts, config)
+    async def generate_all(body: GenerateRequest, request: Request) -> dict:
+        import asyncio
+
+        prompts, config = await run_in_threadpool(job, body)
+        gone = threading.Event()
+        writing = asyncio.ensure_future(run_in_threadpool(desk.write, prompts, config, cancelled=gone))
+        leaving = asyncio.ensure_future(_client_leaves(request))
+        try:
+            await asyncio.wait({writing, leaving}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            leaving.cancel()
+            if not writing.done():
+                gone.set()  # the client left (or the server is stopping): stop waiting or writing for it
+        try:
+            texts, seconds = await writing
+        except _ClientGone:
+            logger.info("a client left before its text was written; stopped writing for it")
+            raise
         return {"texts": texts, "prompts": row_prompts(prompts, config), "seed": config.seed,
                 "seconds": round(seconds, 3), "characters": sum(map(len, texts))}
 
@@ -306,8 +388,6 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
                 raise _ClientGone() from None
 
         def on_text(row: int, piece: str) -> None:
-            if gone.is_set():
-                raise _ClientGone()
             put({"event": "text", "row": row, "text": piece})
 
         def work() -> None:
@@ -320,7 +400,10 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
                 logger.exception("generation failed")
                 put({"event": "error", "detail": f"{type(err).__name__}: {err}"})
 
-        worker = loop.run_in_executor(None, work)  # now, not when the response starts: admitted, so it must write
+        # now, not when the response starts: admitted, so it must write (or see its client leave). On
+        # the same pool as /generate, whose threads outnumber the queue: every admitted request waits
+        # in a thread of its own, where it can notice its client leaving, not behind other requests.
+        worker = asyncio.ensure_future(run_in_threadpool(work))
 
         async def events() -> Any:
             try:
@@ -375,6 +458,12 @@ class _BodyLimit:
             return message
 
         await self.app(scope, counted_receive, send)
+
+
+async def _client_leaves(request: Any) -> None:
+    """Return once the client of ``request`` (whose body has been read) has closed its connection."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _line(item: dict) -> str:
