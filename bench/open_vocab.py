@@ -4,7 +4,7 @@
 
 For each preset, the corpus is split and encoded as training would do it, and the table lists, per
 held-out split, the share of tokens that are ``<unk>`` and the bits per character that spelling
-those words out adds to any model with that vocabulary (``lstmgen.text.open_vocab``: it does not depend on
+those words out adds to any model with that vocabulary (``lstmgen.tokens.open_vocab``: it does not depend on
 the weights). A model's open-vocabulary score is its closed one plus this. No training happens.
 
     python bench/open_vocab.py ../shared/corpora/sidamingzhu --preset seed --spelling-models
@@ -26,8 +26,8 @@ from collections import Counter
 import lstmgen.tokens.prepare
 from lstmgen.config import build_config
 from lstmgen.evaluation.score import EVAL_ROWS, scored_characters
-from lstmgen.text.open_vocab import CODE_POINTS, Speller
 from lstmgen.text.vocab import Vocab
+from lstmgen.tokens.open_vocab import CODE_POINTS, Speller
 from lstmgen.tokens.prepare import prepare
 from lstmgen.tokens.store import default_cache_dir
 

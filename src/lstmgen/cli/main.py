@@ -9,6 +9,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from lstmgen import __version__
+from lstmgen.cli import tool_commands
 from lstmgen.cli.flags import add_settings_flags
 from lstmgen.cli.progress import ProgressBar
 from lstmgen.cli.run_commands import cmd_cache, cmd_demo, cmd_eval, cmd_generate, cmd_train
@@ -89,16 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remove every token folder and read manifest (demo/, the demo's poems, is kept)")
     p.set_defaults(func=cmd_cache)
 
-    # Subcommands that live beside the features they drive: each module has add_commands(sub).
-    import importlib
-
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).add_commands(sub)
+    tool_commands.add_commands(sub)  # serve, sweep, plot, compare
     return parser
-
-
-# Modules that register subcommands of their own (kept light to import: heavy imports go inside).
-COMMAND_MODULES: tuple[str, ...] = ("lstmgen.serve", "lstmgen.experiments.sweep", "lstmgen.experiments.compare")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -11,8 +11,8 @@ import torch
 
 from lstmgen.device import choose_precision
 from lstmgen.model.lstm import LSTMLM
-from lstmgen.text.open_vocab import Unknowns
 from lstmgen.tokens.batches import batchify_padded, device_grid, get_window
+from lstmgen.tokens.open_vocab import Unknowns
 
 # Every score (validation, test, ``lstmgen eval``) lays the text out the same way, whatever the run
 # trained with: 16 rows, each read start to end with the state carried from window to window. The
@@ -32,7 +32,7 @@ class Score:
     nll: float  # total negative log-likelihood, nats
     unknown: int  # scored tokens that were <unk>
     unknown_nll: float = 0.0  # the part of ``nll`` spent on those <unk> targets, nats
-    # what spelling out those <unk> words costs on top (lstmgen.text.open_vocab), nats; None: not counted
+    # what spelling out those <unk> words costs on top (lstmgen.tokens.open_vocab), nats; None: not counted
     spelling_nll: Optional[float] = None
 
     @property
@@ -70,7 +70,7 @@ class Score:
 
 
 def describe_bits(bits_per_char: float, open_bits_per_char: Optional[float]) -> str:
-    """"5.593 bits/char", or "6.327 bits/char (open vocabulary 7.694)": see ``lstmgen.text.open_vocab``."""
+    """"5.593 bits/char", or "6.327 bits/char (open vocabulary 7.694)": see ``lstmgen.tokens.open_vocab``."""
     text = f"{bits_per_char:.3f} bits/char"
     if open_bits_per_char is not None and open_bits_per_char > bits_per_char + 5e-4:
         text += f" (open vocabulary {open_bits_per_char:.3f})"

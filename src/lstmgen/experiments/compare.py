@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -133,25 +132,3 @@ def _cell(value: Any, style: str) -> str:
 
 
 # ------------------------------------------------------------------------------ command line
-
-
-def add_commands(sub: Any) -> None:
-    """Register ``lstmgen compare``."""
-    p = sub.add_parser("compare", help="finished runs side by side: settings that differ, speed, memory, held-out scores",
-                       description="Runs side by side from their run directories, best first by the open-vocabulary "
-                                   "bits per character of their test split. Nothing is trained or scored again.")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_compare)
-
-
-def cmd_compare(args: Any) -> int:
-    rows, notes = compare_runs([Path(r) for r in args.runs])
-    if args.json:
-        print(json.dumps({"runs": rows, "notes": notes}, ensure_ascii=False, indent=1))
-        return 0
-    print(format_table(rows))
-    print("(bits per character; ranked by the test split's open-vocabulary score)")
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    return 0

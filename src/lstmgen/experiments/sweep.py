@@ -23,7 +23,6 @@ What to train is planned in ``sweep_plan``; what is measured and tabled of each 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import datetime
 import json
 import logging
@@ -36,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from lstmgen.config import PRESETS, SECTIONS
+from lstmgen.config import SECTIONS
 from lstmgen.errors import LstmgenError
-from lstmgen.experiments.sweep_plan import PlannedRun, SweepSpec, command_line, parse_vary, plan, train_arguments
+from lstmgen.experiments.sweep_plan import PlannedRun, SweepSpec, command_line, plan, train_arguments
 from lstmgen.experiments.sweep_results import (
     CURVE_COLUMNS,
     FAILED_FILE,
@@ -266,62 +265,3 @@ def _collect(out: Path, planned: list[PlannedRun]) -> tuple[list[dict[str, Any]]
 
 
 # ------------------------------------------------------------------------------ command line
-
-
-def add_commands(sub: Any) -> None:
-    """Register ``lstmgen sweep`` and ``lstmgen plot``."""
-    from lstmgen.cli.flags import add_settings_flags
-
-    p = sub.add_parser("sweep", help="train one run per combination of settings; table, plots and a report",
-                       description="Train one run per combination of the --vary values, one after another, on the "
-                                   "same split and token cache. Run the same command again to continue a stopped "
-                                   "sweep: finished runs are kept, unfinished ones continue from their saved state.")
-    p.add_argument("corpus", help="a .txt file, a folder of them, or a folder with an inf.txt index")
-    p.add_argument("--vary", action="append", required=True, metavar="SETTING=V1,V2,...",
-                   help="a setting and its values, e.g. seq_len=10,30,60 or locked_dropout=true,false; "
-                        "values that hold commas are separated by ; (adaptive_cutoffs=500,2000;1000,4000); "
-                        "repeat to vary several: every combination runs")
-    p.add_argument("--out", required=True, help="sweep folder: runs/, results.csv, curves.csv, report.md and its plots in report/")
-    p.add_argument("--report", help="write the Markdown report here instead of OUT/report.md "
-                                    "(its plots go to a folder beside it with the same name)")
-    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="starting settings (default: default)")
-    p.add_argument("--eval-every-tokens", type=int, default=0,
-                   help="validate every N training tokens, the same points whatever seq_len (0: once per epoch)")
-    p.add_argument("--sample-length", type=int, default=200, help="characters of each run's sample")
-    p.add_argument("--sample-seed", type=int, default=1, help="seed of each run's sample")
-    p.add_argument("--retry-failed", action="store_true", help="train runs that failed before again")
-    add_settings_flags(p)
-    p.set_defaults(func=cmd_sweep)
-
-    p = sub.add_parser("plot", help="learning curves of runs side by side: "
-                                    "valid bits/char against time and tokens, train loss")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
-    p.add_argument("--out", default="curves.png", help="PNG file to write (default: curves.png)")
-    p.set_defaults(func=cmd_plot)
-
-
-def cmd_sweep(args: Any) -> int:
-    spec = SweepSpec(
-        corpus=args.corpus, settings=[parse_vary(v) for v in args.vary], preset=args.preset,
-        fixed={name: {f.name: getattr(args, f.name) for f in dataclasses.fields(kind)
-                      if getattr(args, f.name) is not None} for name, kind in SECTIONS.items()},
-        eval_every_tokens=args.eval_every_tokens, sample_length=args.sample_length, sample_seed=args.sample_seed)
-    spec.fixed = {k: v for k, v in spec.fixed.items() if v}
-    try:
-        result = run_sweep(spec, args.out, report=args.report, retry_failed=args.retry_failed)
-    except SweepInterrupted as stop:
-        print("stopped; finished runs are kept. Continue with the same command:\n  "
-              + command_line(spec, args.out, args.report), file=sys.stderr)
-        return 128 + stop.signum
-    print(f"results: {result.results}")
-    print(f"report:  {result.report}")
-    for row in result.failed:
-        print(f"failed:  {row['run']}: {row.get('error', '')}", file=sys.stderr)
-    return 1 if result.failed else 0
-
-
-def cmd_plot(args: Any) -> int:
-    from lstmgen.experiments.plots import plot_learning_curves
-
-    print(f"written to {plot_learning_curves([Path(r) for r in args.runs], Path(args.out))}")
-    return 0

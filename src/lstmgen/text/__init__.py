@@ -6,5 +6,5 @@
     splitting  the held-out end of every document, or held-out files
     overlap    held-out text that the training text also has, word for word
     tokenizers char | word (jieba) | hybrid | whitespace; segmenter: jieba's words, fast
-    vocab      ids from the training split only; open_vocab: what spelling out an <unk> costs
+    vocab      ids from the training split only
 """

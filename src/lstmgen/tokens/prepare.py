@@ -20,13 +20,13 @@ from lstmgen import __version__
 from lstmgen.config import DataConfig, TokenizerConfig
 from lstmgen.errors import LstmgenError
 from lstmgen.files import write_json
-from lstmgen.text.open_vocab import Speller, Unknowns
 from lstmgen.text.overlap import held_out_in_training, report_overlap
 from lstmgen.text.reading import list_corpus_files
 from lstmgen.text.segmenter import load_user_words
 from lstmgen.text.splitting import corpus_fingerprint, split_corpus
 from lstmgen.text.tokenizers import HybridTokenizer, Tokenizer, WordTokenizer, build_tokenizer
 from lstmgen.text.vocab import Vocab
+from lstmgen.tokens.open_vocab import Speller, Unknowns
 from lstmgen.tokens.store import (
     MANIFESTS_DIR,
     SOURCE_FILE,

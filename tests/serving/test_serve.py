@@ -17,7 +17,8 @@ import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from lstmgen.cli.main import main
-from lstmgen.serve import MAX_BODY_BYTES, MAX_WAITING, create_app  # noqa: E402
+from lstmgen.serving.app import MAX_BODY_BYTES, create_app  # noqa: E402
+from lstmgen.serving.desk import MAX_WAITING  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +234,7 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(client: TestClie
         response = client.get(f"/static/{name}")
         assert response.status_code == 200 and kind in response.headers["content-type"]
     assert "/generate/stream" in client.get("/static/app.js").text
-    assert client.get("/static/../serve.py").status_code == 404
+    assert client.get("/static/../app.py").status_code == 404
 
 
 def test_concurrent_requests_each_get_their_own_text(server: str):
@@ -246,7 +247,7 @@ def test_concurrent_requests_each_get_their_own_text(server: str):
 
 
 def test_a_stream_arrives_while_writing_and_stops_when_the_client_leaves(server: str, caplog):
-    caplog.set_level("INFO", logger="lstmgen.serve")
+    caplog.set_level("INFO", logger="lstmgen.serving")
     body = {"length": 5000, "num_samples": 8, "seed": 1}  # seconds of work: long enough to leave in the middle
     with httpx.Client(base_url=server, timeout=60) as http:
         with http.stream("POST", "/generate/stream", json=body) as response:
@@ -266,9 +267,9 @@ def test_a_stream_arrives_while_writing_and_stops_when_the_client_leaves(server:
 def test_the_model_goes_to_waiting_requests_in_the_order_they_came():
     # Under load a lock that a newcomer can take ahead of those already waiting leaves some requests
     # waiting far longer than the rest; the model must go to the first in line.
-    from lstmgen.serve import _TurnLock
+    from lstmgen.serving.desk import TurnLock
 
-    lock, order = _TurnLock(), []
+    lock, order = TurnLock(), []
 
     def wait_then_write(name: str) -> None:
         assert lock.acquire()
@@ -293,9 +294,9 @@ def test_the_model_goes_to_waiting_requests_in_the_order_they_came():
 
 
 def test_a_request_that_leaves_the_line_is_passed_over():
-    from lstmgen.serve import _TurnLock
+    from lstmgen.serving.desk import TurnLock
 
-    lock, order = _TurnLock(), []
+    lock, order = TurnLock(), []
     left = threading.Event()
 
     def wait_then_write(name: str, cancelled: threading.Event | None = None) -> None:
@@ -342,7 +343,7 @@ def wait_for_health(http: httpx.Client, **expected: int) -> None:
 def test_clients_that_leave_while_waiting_give_up_their_place_at_once(trained: Path, caplog):
     # A client that leaves while waiting (it timed out, or closed the page) must not keep its place in
     # the queue until the model gets to it: a queue of such places would answer 503 to everyone.
-    caplog.set_level("INFO", logger="lstmgen.serve")
+    caplog.set_level("INFO", logger="lstmgen.serving")
     app = create_app(trained)
     desk = app.state.desk
     staying, leaving = MAX_WAITING - 6, 3
@@ -415,7 +416,7 @@ def test_the_model_is_free_as_soon_as_the_client_it_writes_for_leaves(trained: P
             with contextlib.closing(send_and_stay_silent(url, path, body)):
                 wait_for_health(http, generating=1, waiting=0)
         assert http.post("/generate", json={"length": 10, "seed": 1}).status_code == 200
-        assert ended == [(5000, "_ClientGone"), (10, "written")]
+        assert ended == [(5000, "ClientGone"), (10, "written")]
         wait_for_health(http, generating=0, waiting=0)
 
 
@@ -433,4 +434,4 @@ def test_serve_command_errors_are_one_line(trained: Path, tmp_path: Path, capsys
     monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the serve extra were not installed
     assert main(["serve", str(trained)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "pip install 'lstmgen[serve]'" in err and len(err.splitlines()) == 1
+    assert "pip install fastapi uvicorn" in err and len(err.splitlines()) == 1

@@ -12,9 +12,9 @@ import pytest
 from conftest import NAMES, THINGS, VERBS
 from lstmgen.cli.main import main
 from lstmgen.model.run_dir import read_metrics
-from lstmgen.text.open_vocab import CODE_POINTS, Speller, Unknowns
 from lstmgen.text.vocab import Vocab
 from lstmgen.tokens.batches import batchify_padded, row_starts
+from lstmgen.tokens.open_vocab import CODE_POINTS, Speller, Unknowns
 from lstmgen.tokens.store import remap
 
 

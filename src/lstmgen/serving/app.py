@@ -10,61 +10,76 @@
                             {"event": "done", "seed": S, "texts": [...], "seconds": T}
                             or, if something breaks mid-way, {"event": "error", "detail": "..."}
 
-One model serves every request, and one request writes at a time (the others wait their turn): on a
-CPU, two generations at once only fight over the same cores, and each would take longer than both in
-turn. The LSTM state lives inside each ``generate`` call, so requests never see each other's text. A
-request whose client goes away (a stream or /generate) stops generating at the next token, freeing the
-model for the next one; one still waiting for the model gives up its place in the queue at once.
+One model serves every request, and one request writes at a time (``desk.ModelDesk``): on a CPU, two
+generations at once only fight over the same cores, and each would take longer than both in turn. The
+LSTM state lives inside each ``generate`` call, so requests never see each other's text.
 
-Bad settings get a 422 whose ``detail`` is one readable line; bodies over 64 KiB get a 413. The server
-listens on 127.0.0.1 unless told otherwise; it has no login, so only open it to people you trust.
+Bad settings get a 422 whose ``detail`` is one readable line; bodies over 64 KiB get a 413; past
+MAX_WAITING waiting requests, a 503 with Retry-After. The server listens on 127.0.0.1 unless told
+otherwise; it has no login, so only open it to people you trust.
 
-FastAPI and uvicorn come with ``pip install 'lstmgen[serve]'``; they are imported inside the functions
-here, so the rest of lstmgen (and ``lstmgen --help``) works without them.
+FastAPI, uvicorn and pydantic are imported inside the functions here, so ``lstmgen --help`` and the rest
+of lstmgen start without loading them.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the request model from the endpoint
 # annotations at runtime, and that model is built inside create_app (pydantic is imported lazily).
 
-import argparse
 import json
 import logging
 import random
 import threading
-import time
-from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
-from lstmgen.config import PRECISIONS
 from lstmgen.errors import LstmgenError
+from lstmgen.serving.desk import ClientGone, ModelDesk, ServerBusy
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from lstmgen.generation.cpu_step import StepWeights
-    from lstmgen.generation.generate import GenerateConfig
     from lstmgen.model.run_dir import TrainedRun as Run
+
 
 logger = logging.getLogger(__name__)
 
+
 STATIC = Path(__file__).resolve().parent / "static"
+
+
 MAX_LENGTH = 5000  # characters per text
+
+
 MAX_SAMPLES = 8  # samples per prompt
+
+
 MAX_PROMPTS = 8  # prompts per request
+
+
 MAX_ROWS = 16  # prompts x samples: texts written in one batch
+
+
 MAX_PROMPT_CHARS = 2000
+
+
 MAX_ACROSTIC = 64
+
+
 MAX_BODY_BYTES = 64 * 1024
+
+
 MAX_SEED = 2**53 - 1  # the largest integer a JavaScript page can hold exactly
-MAX_WAITING = 16  # requests queued for the model; past this, 503 "busy" rather than an ever longer queue
-WAIT_POLL_SECONDS = 0.05  # how often a request waiting for the model looks whether its client has left
+
+
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-SERVE_EXTRA = "the web server needs FastAPI and uvicorn: pip install 'lstmgen[serve]'"
+
+
+SERVE_EXTRA = (
+    "the web server needs FastAPI and uvicorn, which lstmgen installs; they are missing here: pip install fastapi uvicorn")
 
 
 def _require_server_packages() -> None:
@@ -77,121 +92,6 @@ def _require_server_packages() -> None:
         raise LstmgenError(f"{SERVE_EXTRA} ({err})") from None
     if pydantic.VERSION.startswith("1."):
         raise LstmgenError(f"the web server needs pydantic 2 (found {pydantic.VERSION}): pip install -U 'pydantic>=2'")
-
-
-class _ClientGone(Exception):
-    """Raised to stop writing (or waiting to write) for a client that has left."""
-
-
-class ServerBusy(Exception):
-    """Too many requests already wait for the model (answered with 503)."""
-
-
-class _TurnLock:
-    """A lock that goes to its waiters in the order they came, and that a waiter can leave before its turn.
-
-    ``threading.Lock`` lets a thread that has just arrived take the lock ahead of threads that have waited
-    longer; a waiter that wakes now and then to look at its client would lose its place each time. Here
-    ``release`` hands the lock straight to the first in line, so it is never free for a newcomer to take.
-    """
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._line: deque[threading.Event] = deque()
-        self._held = False
-
-    def acquire(self, cancelled: Optional[threading.Event] = None) -> bool:
-        """Wait for the lock; False, out of the line and without the lock, if ``cancelled`` is set first."""
-        with self._guard:
-            if not self._held:
-                self._held = True
-                return True
-            turn = threading.Event()
-            self._line.append(turn)
-        while not turn.wait(None if cancelled is None else WAIT_POLL_SECONDS):
-            if cancelled is not None and cancelled.is_set():
-                with self._guard:
-                    if not turn.is_set():  # else the lock was handed over just now: it is this thread's
-                        self._line.remove(turn)
-                        return False
-        return True
-
-    def release(self) -> None:
-        with self._guard:
-            if not self._held:
-                raise RuntimeError("release of a lock that is not held")
-            if self._line:
-                self._line.popleft().set()  # still held, now by the first in line
-            else:
-                self._held = False
-
-    def locked(self) -> bool:
-        return self._held
-
-
-class ModelDesk:
-    """The shared model, written with by one request at a time, in the order they came; counts who is
-    writing and waiting.
-
-    A request counts as waiting from the moment it is admitted, not from when a thread gets to it: what
-    waits for a thread must count too, or the 503 past ``MAX_WAITING`` would never come. It stops
-    counting when it writes, or when its client leaves while it waits (``cancelled``): a queue full of
-    clients that gave up would otherwise answer 503 to everyone until the model had got through it.
-    """
-
-    def __init__(self, run: "Run", step_weights: Optional["StepWeights"] = None) -> None:
-        self.run = run
-        self.step_weights = step_weights  # on a CPU: the matrices every request reads, prepared once
-        self._lock = _TurnLock()
-        self._count_lock = threading.Lock()
-        self.generating = 0
-        self.waiting = 0
-
-    def write(self, prompts: list[str], config: "GenerateConfig", *,
-              on_text: Optional[Callable[[int, str], None]] = None,
-              cancelled: Optional[threading.Event] = None) -> tuple[list[str], float]:
-        """Generate under the lock; returns the texts and the seconds spent writing (not waiting).
-
-        Once ``cancelled`` is set, it stops: waiting for the lock, or writing at the next token, by
-        raising ``_ClientGone``.
-        """
-        from lstmgen.generation.generate import generate
-
-        def written(row: int, piece: str) -> None:
-            if cancelled is not None and cancelled.is_set():
-                raise _ClientGone()
-            if on_text is not None:
-                on_text(row, piece)
-
-        if not self._lock.acquire(cancelled):  # admitted before: waiting since then
-            self._count(waiting=-1)
-            raise _ClientGone()
-        try:
-            self._count(waiting=-1, generating=1)
-            try:
-                if cancelled is not None and cancelled.is_set():
-                    raise _ClientGone()
-                start = time.perf_counter()
-                texts = generate(self.run.model, self.run.tokenizer, self.run.vocab, prompts, config,
-                                 on_text=written, weights=self.step_weights)
-                return texts, time.perf_counter() - start
-            finally:
-                self._count(generating=-1)
-        finally:
-            self._lock.release()
-
-    def admit(self) -> None:
-        """Take a request into the queue, or refuse it (``ServerBusy``) when the queue is full. Every
-        admitted request must then ``write``: that is what takes it out of the queue again."""
-        with self._count_lock:
-            if self.waiting >= MAX_WAITING:
-                raise ServerBusy(f"busy: {self.waiting} requests are waiting for the model; try again shortly")
-            self.waiting += 1
-
-    def _count(self, *, waiting: int = 0, generating: int = 0) -> None:
-        with self._count_lock:
-            self.waiting += waiting
-            self.generating += generating
 
 
 def _load(run: Union[str, Path, "Run"], device: str) -> "Run":
@@ -346,8 +246,8 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
         return {**run_info(loaded), "lstmgen_version": __version__, "precision": precision_used,
                 "defaults": GenerateRequest().model_dump(exclude={"prompts", "seed", "acrostic"})}
 
-    @app.exception_handler(_ClientGone)
-    async def client_gone(request: Request, err: _ClientGone) -> Response:
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, err: ClientGone) -> Response:
         return Response(status_code=499)  # nobody reads it: the client has left
 
     @app.post("/generate")
@@ -366,7 +266,7 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
                 gone.set()  # the client left (or the server is stopping): stop waiting or writing for it
         try:
             texts, seconds = await writing
-        except _ClientGone:
+        except ClientGone:
             logger.info("a client left before its text was written; stopped writing for it")
             raise
         return {"texts": texts, "prompts": row_prompts(prompts, config), "seed": config.seed,
@@ -385,7 +285,7 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
             except RuntimeError:  # the event loop has closed: the server is shutting down
-                raise _ClientGone() from None
+                raise ClientGone() from None
 
         def on_text(row: int, piece: str) -> None:
             put({"event": "text", "row": row, "text": piece})
@@ -394,7 +294,7 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
             try:
                 texts, seconds = desk.write(prompts, config, on_text=on_text, cancelled=gone)
                 put({"event": "done", "seed": config.seed, "texts": texts, "seconds": round(seconds, 3)})
-            except _ClientGone:
+            except ClientGone:
                 logger.info("a client left mid-stream; stopped writing for it")
             except Exception as err:  # the stream has begun (status 200): report inside it
                 logger.exception("generation failed")
@@ -483,9 +383,6 @@ def _merge_text(items: list[dict]) -> list[dict]:
     return [{"event": "text", "row": row, "text": text} for row, text in texts.items()] + closing
 
 
-# ------------------------------------------------------------------------------ the subcommand
-
-
 def serve(run: Union[str, Path], *, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",
           precision: str = "auto") -> None:
     """Serve ``run`` until interrupted (Ctrl+C)."""
@@ -504,24 +401,3 @@ def serve(run: Union[str, Path], *, host: str = "127.0.0.1", port: int = 8000, d
             raise LstmgenError(f"cannot listen on {host}:{port} (in use, or not an address of this machine)") \
                 from None
         raise
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from lstmgen.device import pick_device
-
-    if not 0 < args.port < 65536:
-        raise LstmgenError("--port must be between 1 and 65535")
-    serve(args.run, host=args.host, port=args.port, device=str(pick_device(args.device)), precision=args.precision)
-    return 0
-
-
-def add_commands(sub: Any) -> None:
-    """Register ``lstmgen serve`` (called by lstmgen.cli)."""
-    p = sub.add_parser("serve", help="a web page and HTTP API for writing with a trained run")
-    p.add_argument("run", help="run directory")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="weights on a CPU, as for generate (auto: int8 where torch's kernel is fast)")
-    p.set_defaults(func=cmd_serve)
