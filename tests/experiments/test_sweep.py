@@ -249,3 +249,19 @@ def test_bad_sweeps_end_with_one_clear_line_before_training(extra, message, tiny
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "s" / "runs").exists()
+
+
+def test_curves_csv_takes_every_field_a_metrics_record_holds(finished, corpus, tmp_path, monkeypatch):
+    # a measure some later lstmgen adds to its records: the sweep's curves.csv takes it as it comes
+    out = tmp_path / "grid"
+    shutil.copytree(finished, out)
+    for run in RUNS:
+        metrics = out / "runs" / run / "metrics.jsonl"
+        records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines()]
+        metrics.write_text("".join(json.dumps({**r, "new_measure": 0.25} if "split" not in r else r) + "\n"
+                                   for r in records), encoding="utf-8")
+    monkeypatch.setenv("LSTMGEN_CACHE", str(tmp_path / "cache"))
+    assert main(["sweep", str(corpus), *GRID, *TINY, "--out", str(out)]) == 0  # finished runs: only tabled again
+    with open(out / "curves.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) >= len(RUNS) and all(row["new_measure"] == "0.25" for row in rows)

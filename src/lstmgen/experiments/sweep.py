@@ -258,7 +258,13 @@ def _collect(out: Path, planned: list[PlannedRun]) -> tuple[list[dict[str, Any]]
         # is written as NAME_now, so the setting's value is not overwritten
         return f"{column}_now" if column in settings else column
 
-    write_csv(out / "curves.csv", ["run", *settings, *map(own, CURVE_COLUMNS[1:])],
+    # the usual columns first, then whatever else the runs' records hold (a measure added to the
+    # records appears here with nothing to change)
+    columns = list(CURVE_COLUMNS[1:])
+    for records in curves.values():
+        for record in records:
+            columns += [key for key in record if key not in columns]
+    write_csv(out / "curves.csv", ["run", *settings, *map(own, columns)],
               [{"run": name, **run.values, **{own(k): v for k, v in r.items()}}
                for run in planned for name in [run.name] for r in curves[name]])
     return rows, curves
