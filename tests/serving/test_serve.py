@@ -8,6 +8,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -299,7 +300,7 @@ def test_a_request_that_leaves_the_line_is_passed_over():
     lock, order = TurnLock(), []
     left = threading.Event()
 
-    def wait_then_write(name: str, cancelled: threading.Event | None = None) -> None:
+    def wait_then_write(name: str, cancelled: Optional[threading.Event] = None) -> None:
         if lock.acquire(cancelled):
             order.append(name)
             lock.release()
