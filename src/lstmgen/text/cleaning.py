@@ -1,8 +1,8 @@
 """A file's text as training sees it: line ends normalised, indentation and blank lines gone, one
 paragraph per line, and the short lines a download site or a saved web page added (adverts, URLs,
-navigation) dropped; then the rules of docs/cleaning.md, in this order: garbled paragraphs left out,
-full-width letters and digits made half-width, watermarks with a web address removed (each file on its
-own), site notes recurring at paragraph ends or starts removed (across the corpus), ASCII punctuation
+navigation) dropped; and the rules of docs/cleaning.md, in this order: garbled paragraphs left out,
+full-width letters and digits made half-width, watermarks with a web address removed, lines normalised
+and advert lines dropped (each file on its own), site notes recurring at paragraph ends or starts removed (across the corpus), ASCII punctuation
 inside Chinese made full-width, and the script converted.
 """
 
@@ -20,9 +20,8 @@ from lstmgen.text.watermarks import find_recurring_marks, remove_recurring_marks
 from lstmgen.text.width import chinese_punctuation, half_width
 
 # What each rule counts, in the order the rules run (lstmgen inspect and a run's config.json use these names).
-RULES = {"advert_lines": "advert lines dropped", "garbled": "garbled paragraphs left out",
-         "half_width": "full-width letter and digit runs made half-width",
-         "watermarks": "watermarks removed from paragraphs",
+RULES = {"garbled": "garbled paragraphs left out", "half_width": "full-width letter and digit runs made half-width",
+         "watermarks": "watermarks removed from paragraphs", "advert_lines": "advert lines dropped",
          "punctuation": "ASCII punctuation marks made full-width", "script": "paragraphs converted to the script"}
 
 # The version of these rules: part of the token cache's key, so text read by older rules is read again.
@@ -85,20 +84,25 @@ def normalize_text(text: str, *, advert_pattern: str = DEFAULT_ADVERT_PATTERN,
 
 
 def clean_file(text: str, data: DataConfig) -> tuple[str, dict[str, Changes]]:
-    """One decoded file through the rules that judge a file on its own: lines normalised and advert
-    lines dropped, full-width letters and digits, watermarks with a web address, garbled paragraphs.
+    """One decoded file through the rules that judge a file on its own: garbled paragraphs, full-width
+    letters and digits, watermarks with a web address, then lines normalised and advert lines dropped
+    (after the watermarks: a short paragraph that carried one keeps its story, not the advert rule's
+    verdict on the whole line).
 
     Returns the text and each rule's changes (see ``RULES``).
     """
     changes = {rule: Changes() for rule in RULES}
-    text, _ = normalize_text(text, advert_pattern=data.advert_pattern, max_advert_line=data.max_advert_line,
-                             changes=changes["advert_lines"])
     if data.drop_garbled:  # first: mojibake has full-width letters, but they are no letters to keep
         text = drop_garbled(text, changes["garbled"])
     if data.half_width:  # before the watermarks: a site's address may be written in full-width letters
         text = half_width(text, changes["half_width"])
     if data.inline_watermarks:
-        text = remove_site_spans(text, changes["watermarks"])
+        advert = _compile_advert(data.advert_pattern)
+        text = remove_site_spans(text, changes["watermarks"], None if advert is None else
+                                 lambda line: len(line.strip(_EDGE_CHARS)) <= data.max_advert_line
+                                 and advert.search(line.strip(_EDGE_CHARS)) is not None)
+    text, _ = normalize_text(text, advert_pattern=data.advert_pattern, max_advert_line=data.max_advert_line,
+                             changes=changes["advert_lines"])
     return text, changes
 
 

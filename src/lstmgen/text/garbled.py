@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Optional
 
 from lstmgen.text.changes import Changes
 from lstmgen.text.encodings import _COMMON_RE
@@ -99,11 +100,18 @@ def _patterns() -> tuple[re.Pattern, re.Pattern, re.Pattern]:
 
 def garbled_window(paragraph: str) -> str:
     """The first window of ``paragraph`` that reads as garbled, or "" when it reads well."""
+    span = _garbled_span(paragraph)
+    return paragraph[span[0]:span[1]] if span else ""
+
+
+def _garbled_span(paragraph: str) -> Optional[tuple[int, int]]:
+    """Where ``garbled_window``'s window is in ``paragraph``, or None."""
     run = _REPLACEMENT_RUN.search(paragraph)
     if run:
-        return run.group()
-    in_runs = {at for run in _FULL_WIDTH_RUN.finditer(paragraph) for at in range(run.start(), run.end())}
-    marks = [m.start() for m in _ODD_RE.finditer(paragraph) if m.start() not in in_runs]
+        return run.span()
+    # runs of full-width letters (a word, an address) are not odd: blanked, the positions kept
+    paragraph = _FULL_WIDTH_RUN.sub(lambda run: " " * len(run.group()), paragraph)
+    marks = [m.start() for m in _ODD_RE.finditer(paragraph)]
     last = 0
     for first in range(len(marks)):
         last = max(last, first)
@@ -113,18 +121,19 @@ def garbled_window(paragraph: str) -> str:
         if odd < MIN_ODD:
             continue
         pad = max(0, WINDOW - (marks[last] + 1 - marks[first])) // 2
-        window = paragraph[max(0, marks[first] - pad):marks[last] + 1 + pad]
+        start, end = max(0, marks[first] - pad), marks[last] + 1 + pad
+        window = paragraph[start:end]
         ideographs = len(_IDEOGRAPH.findall(window))
         if odd >= ALL_ODD or (ideographs >= MIN_IDEOGRAPHS and
                               len(_COMMON_RE.findall(window)) <= MAX_COMMON_SHARE * ideographs):
-            return window
+            return start, min(end, len(paragraph))
     _, soups, rare_or_odd = _patterns()
     for soup in soups.finditer(paragraph):
         for start in range(soup.start(), soup.end()):
             window = paragraph[start:start + WINDOW]
             if len(rare_or_odd.findall(window)) >= SOUP:
-                return window
-    return ""
+                return start, min(start + WINDOW, len(paragraph))
+    return None
 
 
 def drop_garbled(text: str, changes: Changes) -> str:
@@ -136,10 +145,9 @@ def drop_garbled(text: str, changes: Changes) -> str:
     for start in sorted(starts):
         end = text.find("\n", start)
         end = len(text) if end < 0 else end
-        window = garbled_window(text[start:end])
-        if window:
-            at = text.index(window, start)
-            changes.add(text, at, at + len(window))
+        span = _garbled_span(text[start:end])
+        if span:
+            changes.add(text, start + span[0], start + span[1])
             cuts.append((start, end))
     if not cuts:
         return text

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from itertools import chain
+from typing import Callable, Optional
 
 from lstmgen.text.changes import Changes
 
@@ -52,14 +53,20 @@ def _site_span(paragraph: str, start: int, end: int) -> tuple[int, int]:
     dashes = _DASH_RUN.search(paragraph, 0, start)
     if dashes:
         start = dashes.start()
+    while start > 0 and paragraph[start - 1].isspace():
+        start -= 1
     while end < len(paragraph) and paragraph[end].isspace():
         end += 1
     return start, end
 
 
-def remove_site_spans(text: str, changes: Changes) -> str:
+_STORY_MARKS = re.compile("[。！？，；：”」』…]")
+
+
+def remove_site_spans(text: str, changes: Changes, advert_line: Optional[Callable[[str], bool]] = None) -> str:
     """``text`` without the spans that hold a web address (each is one change); a paragraph that is
-    nothing else goes whole."""
+    nothing else goes whole. A line that ``advert_line`` says is an advert line, and that has no
+    sentence of the story beside its address (本书来自www.site.com), is left whole to that rule."""
     if "." not in text:  # every address has a dot: text without one costs a single fast scan
         return text
     lines = text.split("\n")
@@ -74,6 +81,10 @@ def remove_site_spans(text: str, changes: Changes) -> str:
             spans.append(_site_span(line, match.start(), match.end()))
         if not spans:
             continue
+        if advert_line is not None and advert_line(line):
+            rest = "".join(line[end:start] for (_, end), (start, _) in zip([(0, 0)] + spans, spans + [(len(line), 0)]))
+            if not _STORY_MARKS.search(rest):
+                continue
         kept, last = [], 0
         for start, end in spans:
             start = max(start, last)
@@ -99,11 +110,13 @@ _SITE_WORDS = re.compile(r"[A-Za-z0-9]|网|站|书屋|书友|文库|小说|首�
 _HAN = re.compile("[\u3400-\u9fff]")
 
 
-def _looks_like_a_site_note(mark: str, cut: str) -> bool:
-    """Whether ``mark``, found where ``cut`` (the character next to it inside the paragraph, "" at
-    the paragraph's edge) leaves off, is a site's note rather than a sentence of the story."""
-    set_off = cut == "" or cut.isspace() or cut in _SENTENCE_END or cut in "-—─－=~～_*" or cut in _BRACKETS \
-        or cut in _BRACKETS.values()
+def _looks_like_a_site_note(mark: str, cut: str, side: str) -> bool:
+    """Whether ``mark``, found at the ``side`` of paragraphs where ``cut`` (the character next to it
+    inside the paragraph, "" when it is the whole paragraph) leaves off, is a site's note rather than
+    a sentence of the story."""
+    inner = mark[0] if side == "end" else mark[-1]  # its character that faces the story
+    set_off = any(char == "" or char.isspace() or char in _SENTENCE_END or char in "-—─－=~～_*"
+                  or char in _BRACKETS or char in _BRACKETS.values() for char in (cut, inner))
     wrapped = _BRACKETS.get(mark[0]) == mark[-1] or mark[0] in "-—─－=~～_*"
     return set_off and (wrapped or (_SITE_WORDS.search(mark) is not None and _HAN.search(mark) is not None))
 
@@ -155,12 +168,14 @@ def _longest_shared(key: str, edges: list[str], side: str) -> str:
         if count * 2 < len(edges) or count < 2:
             break
         mark = longer
+    # the story's own punctuation before (or after) the note is the story's: 他走了。（本章完）
+    mark = mark.lstrip(_SENTENCE_END) if side == "end" else mark.rstrip(_SENTENCE_END)
     for size in range(len(mark), MIN_MARK - 1, -1):  # the longest length that is a note set off
         candidate = mark[-size:] if side == "end" else mark[:size]
         cuts = Counter((e[-size - 1:-size] if side == "end" else e[size:size + 1])
                        for e in edges if (e.endswith(candidate) if side == "end" else e.startswith(candidate)))
         cut = cuts.most_common(1)[0][0]
-        if _looks_like_a_site_note(candidate, cut):
+        if _looks_like_a_site_note(candidate, cut, side):
             return candidate
     return ""
 
