@@ -202,3 +202,31 @@ def test_the_settings_reach_the_token_cache_key(tmp_path):
     assert len(keys) == 6
     assert {f.name for f in dataclasses.fields(DataConfig)} >= {"inline_watermarks", "drop_garbled", "script",
                                                                  "half_width", "chinese_punctuation"}
+
+
+# --- lstmgen inspect ---------------------------------------------------------------------------
+
+def test_inspect_reports_every_rule_shared_files_and_splits_and_writes_the_training_text(tmp_path, capsys):
+    import json
+
+    from lstmgen.cli.main import main
+
+    corpus = tmp_path / "corpus"
+    write(corpus, "a.txt", [STORY[0] + "【看书网 kanshu.la】", *STORY[1:], "他说,好。"])
+    write(corpus, "b.txt", STORY[1:])  # all of it is in a.txt too
+    out = tmp_path / "text.txt"
+    assert main(["inspect", str(corpus), "--json", "--text", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out.split("\nthe text as training sees it")[0])
+    a = report["files"][0]
+    assert (a["name"], a["script"], a["paragraphs"]) == ("a.txt", "simplified", 7)
+    assert a["rules"]["watermarks"]["count"] == 1
+    assert a["rules"]["watermarks"]["examples"][0]["old"] == "【看书网 kanshu.la】"
+    assert a["rules"]["punctuation"]["examples"][0] == {"before": "他说", "old": ",", "new": "，", "after": "好。"}
+    assert {"file": "b.txt", "in": "a.txt", "share": 1.0, "kind": "contained"} in report["shared"]
+    assert report["splits"]["train"]["documents"] == 2
+    assert out.read_text(encoding="utf-8") == "\n".join(STORY) + "\n他说，好。\n\n" + "\n".join(STORY[1:]) + "\n"
+    assert main(["inspect", str(corpus), "--no-inline-watermarks", "--no-chinese-punctuation"]) == 0
+    printed = capsys.readouterr().out
+    assert "watermarks removed" not in printed and "b.txt in a.txt: 100% (contained)" in printed
+    assert main(["inspect", str(corpus), "--script", "cantonese"]) == 2
+    assert "lstmgen: error: --script must be one of keep, simplified, traditional" in capsys.readouterr().err

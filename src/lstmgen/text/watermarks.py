@@ -35,6 +35,8 @@ _DASH_RUN = re.compile(r"[-—─－=~～_*·…\s]{2,}$")
 
 _SENTENCE_END = "。！？!?”」』"
 
+_SPACES = " \t\u3000\xa0"  # not "\r": a file's line end is the line rule's to handle
+
 NAME_CHARS = 24  # at most this many characters of a site's name beside its address, inside its brackets
 
 
@@ -53,9 +55,9 @@ def _site_span(paragraph: str, start: int, end: int) -> tuple[int, int]:
     dashes = _DASH_RUN.search(paragraph, 0, start)
     if dashes:
         start = dashes.start()
-    while start > 0 and paragraph[start - 1].isspace():
+    while start > 0 and paragraph[start - 1] in _SPACES:
         start -= 1
-    while end < len(paragraph) and paragraph[end].isspace():
+    while end < len(paragraph) and paragraph[end] in _SPACES:
         end += 1
     return start, end
 
