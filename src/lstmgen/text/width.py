@@ -44,7 +44,7 @@ _MARK = re.compile(r"\.{2,}|[,.;:!()\[\]]")
 
 _ASCII_MARKS = re.compile(r"[,.;:!()\[\]\"']")
 
-_QUOTE = re.compile(f"[\"'“”‘’]")
+_STRAIGHT_QUOTE = re.compile("[\"']")
 
 _HAN_CHAR = re.compile(f"[{_HAN}]")
 
@@ -75,27 +75,21 @@ def chinese_punctuation(text: str, changes: Changes) -> str:
 
 
 def _quotes(line: str, changes: Changes) -> str:
-    """Straight quotes of one paragraph that touch a Chinese character, as opening or closing quotes."""
-    open_ = {'"': False, "'": False}
-    pairs = {'"': "“”", "'": "‘’", "“": "“”", "”": "“”", "‘": "‘’", "’": "‘’"}
+    """Straight quotes of one paragraph that touch a Chinese character, as opening or closing quotes:
+    opening where no quote of the kind is open at that point (curly quotes before it count)."""
     out = []
     last = 0
-    for match in _QUOTE.finditer(line):
+    straight = {'"': 0, "'": 0}  # straight quotes of each kind made opening minus those made closing
+    for match in _STRAIGHT_QUOTE.finditer(line):
         mark, at = match.group(), match.start()
-        kind = '"' if mark in '"“”' else "'"
-        if mark in "“‘":
-            open_[kind] = True
-            continue
-        if mark in "”’":
-            open_[kind] = False
-            continue
         before, after = line[at - 1:at], line[at + 1:at + 2]
         if not (_HAN_CHAR.match(before) or _HAN_CHAR.match(after)):
             continue  # an English quote or apostrophe
-        new = pairs[mark][1] if open_[kind] else pairs[mark][0]
-        open_[kind] = not open_[kind]
+        opening, closing = "“”" if mark == '"' else "‘’"
+        is_open = line.count(opening, 0, at) - line.count(closing, 0, at) + straight[mark] > 0
+        new = closing if is_open else opening
+        straight[mark] += -1 if is_open else 1
         changes.add(line, at, at + 1, new)
         out.append(line[last:at] + new)
         last = at + 1
     return "".join(out) + line[last:] if out else line
-
