@@ -26,6 +26,14 @@ DEFAULT_ADVERT_PATTERN = (
 )
 
 
+SCRIPT_CHOICES = ("keep", "simplified", "traditional")
+
+# How a run saved before these rules existed read its text: a config.json without the fields reads
+# them as these values, so an old run evaluates and resumes on the text it trained on.
+DATA_BEFORE_CLEANING_RULES = {"inline_watermarks": False, "drop_garbled": False, "script": "keep",
+                              "half_width": False, "chinese_punctuation": False}
+
+
 def setting(default: Any, help: str, *, group: Optional[str] = None) -> Any:
     """A settings field: its default, the help text of its flag, and the --help group it is listed in
     (the section's own unless given: data, model, training, evaluation or output)."""
@@ -45,8 +53,17 @@ class DataConfig:
     test_path: Optional[str] = setting(None, "explicit test text (file or folder) instead of a split")
     advert_pattern: str = setting(DEFAULT_ADVERT_PATTERN, "regex: a short line matching it is dropped as an advert")
     max_advert_line: int = setting(80, "lines longer than this are story text, never dropped as adverts")
+    inline_watermarks: bool = setting(True, "remove what download sites put inside paragraphs: spans with a web "
+                                            "address, and site notes that recur at paragraph ends or starts")
+    drop_garbled: bool = setting(True, "leave out paragraphs that are mojibake (text decoded with the wrong codec, "
+                                       "runs of replacement marks, rare-character soup)")
+    script: str = setting("keep", "simplified | traditional: convert every file with OpenCC | keep: as written")
+    half_width: bool = setting(True, "full-width Latin letters and digits become half-width (Ａ１ -> A1)")
+    chinese_punctuation: bool = setting(True, "ASCII , . ; : ! brackets and quotes beside Chinese characters "
+                                              "become full-width (，。；：！（）“”)")
 
     def __post_init__(self) -> None:
+        _check(self.script in SCRIPT_CHOICES, f"--script must be one of {', '.join(SCRIPT_CHOICES)}")
         _check(0 <= self.valid_fraction < 1, "--valid-fraction must be in [0, 1)")
         _check(0 <= self.test_fraction < 1, "--test-fraction must be in [0, 1)")
         _check(self.valid_fraction + self.test_fraction < 1, "valid and test fractions must sum below 1")
@@ -222,7 +239,7 @@ class RunConfig:
             return kind(**{k: v for k, v in values.items() if k in known})
 
         return cls(
-            data=build(DataConfig, raw.get("data", {})),
+            data=build(DataConfig, {**DATA_BEFORE_CLEANING_RULES, **raw.get("data", {})}),
             tokenizer=build(TokenizerConfig, raw.get("tokenizer", {})),
             model=build(ModelConfig, raw.get("model", {})),
             train=build(TrainConfig, raw.get("train", {})),

@@ -23,14 +23,17 @@ FLAG_GROUPS = {"data": "data (reading, splitting, tokenizing)", "model": "model"
 SECTION_GROUPS = {"data": "data", "tokenizer": "data", "model": "model", "train": "training"}
 
 
-def add_settings_flags(parser: argparse.ArgumentParser) -> dict[str, Any]:
+def add_settings_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] = tuple(SECTIONS)) -> dict[str, Any]:
     """One ``--field-name`` flag per settings field, in FLAG_GROUPS, with the help text the field declares.
 
     Defaults are None, so that a flag left out takes the preset's (or the parent run's) value. A
-    boolean field gets ``--name`` and ``--no-name``. Returns the groups, for a command's own flags.
+    boolean field gets ``--name`` and ``--no-name``. Only the fields of ``sections`` get flags.
+    Returns the groups, for a command's own flags.
     """
     groups = {name: parser.add_argument_group(title) for name, title in FLAG_GROUPS.items()}
     for section, kind in SECTIONS.items():
+        if section not in sections:
+            continue
         hints = typing.get_type_hints(kind)
         for f in dataclasses.fields(kind):
             group = groups[f.metadata.get("group", SECTION_GROUPS[section])]

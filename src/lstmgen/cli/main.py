@@ -9,11 +9,12 @@ import sys
 from typing import Any, Optional, Sequence
 
 from lstmgen import __version__
+from lstmgen.cli import inspect as inspect_command
 from lstmgen.cli import tool_commands
 from lstmgen.cli.flags import add_settings_flags
 from lstmgen.cli.progress import ProgressBar
 from lstmgen.cli.run_commands import cmd_cache, cmd_demo, cmd_eval, cmd_generate, cmd_train
-from lstmgen.config import PRECISIONS, PRESETS
+from lstmgen.config import PRECISIONS, PRESETS, SCRIPT_CHOICES
 from lstmgen.errors import LstmgenError
 
 logger = logging.getLogger("lstmgen")
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="weights on a CPU: int8 reads a quarter of the bytes (auto: int8 where torch's kernel is fast)")
     p.add_argument("--quiet", action="store_true", help="print nothing (use with --output)")
+    p.add_argument("--script", default="keep", choices=SCRIPT_CHOICES,
+                   help="write in simplified or traditional characters (OpenCC); keep: the run's own. Prompts are "
+                        "always converted to the script the run trained on")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("demo", help="fetch a public-domain corpus, train a few minutes, write a sample")
@@ -90,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remove every token folder and read manifest (demo/, the demo's poems, is kept)")
     p.set_defaults(func=cmd_cache)
 
+    inspect_command.add_command(sub)
     tool_commands.add_commands(sub)  # serve, sweep, plot, compare
     return parser
 

@@ -12,6 +12,8 @@ from lstmgen.cli.flags import _overrides
 from lstmgen.cli.progress import ProgressBar
 from lstmgen.errors import LstmgenError
 
+CLAUSE_ENDS = "，。！？；：、\n"  # where streamed text is converted to generate --script's script
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     from lstmgen.training.distributed import is_main_process, resume_command
@@ -108,8 +110,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from lstmgen.device import pick_device
     from lstmgen.generation.cpu_step import resolve_precision
-    from lstmgen.generation.generate import GenerateConfig, generate, unknown_in_prompt
+    from lstmgen.generation.generate import GenerateConfig, generate, prompts_for_run, unknown_in_prompt
     from lstmgen.model.run_dir import load_run
+    from lstmgen.text.script import convert_script
 
     seed = args.seed
     if seed is None and args.temperature != 0:  # drawn here, so that it can be told: the text can be had again
@@ -125,24 +128,32 @@ def cmd_generate(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     precision = resolve_precision(config.precision, device)  # int8 on a GPU: said before the model loads
     run = load_run(args.run, device=device)
-    prompts = args.prompt or [""]
+    prompts = prompts_for_run(args.prompt or [""], run)
+    script = args.script if args.script != "keep" else None
     unknown = list(dict.fromkeys(t for p in prompts for t in unknown_in_prompt(p, run.tokenizer, run.vocab)))
     if unknown:
         print(f"warning: the model never saw {'、'.join(unknown)} in training; it reads "
               f"{'them' if len(unknown) > 1 else 'it'} in the prompt as <unk>", file=sys.stderr)
     stream = len(prompts) * config.num_samples == 1 and not args.quiet
+    held = []  # with --script, streamed text is converted a clause at a time: OpenCC converts whole words
+
+    def show(piece: str, flush: bool = False) -> None:
+        held.append(piece)
+        if script is None or flush or any(mark in piece for mark in CLAUSE_ENDS):
+            sys.stdout.write(convert_script("".join(held), script))
+            sys.stdout.flush()
+            held.clear()
+
     if stream:
-        sys.stdout.write(prompts[0].strip())
-        sys.stdout.flush()
+        show(prompts[0].strip())
 
     def on_text(row: int, piece: str) -> None:
-        sys.stdout.write(piece)
-        sys.stdout.flush()
+        show(piece)
 
     texts = generate(run.model, run.tokenizer, run.vocab, prompts, config, on_text=on_text if stream else None)
+    texts = [convert_script(text, script) for text in texts]
     if stream:
-        sys.stdout.write("\n")
-        sys.stdout.flush()
+        show("\n", flush=True)
     elif not args.quiet:
         for i, text in enumerate(texts):
             print(f"--- sample {i + 1} ---\n{text}")

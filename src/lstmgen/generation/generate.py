@@ -16,6 +16,8 @@ from lstmgen.errors import LstmgenError
 from lstmgen.generation.cpu_step import OneTokenSteps, StepWeights, Threads, resolve_precision
 from lstmgen.generation.sampling import _NgramIndex, row_generators, sample_next
 from lstmgen.model.lstm import LSTMLM
+from lstmgen.model.run_dir import TrainedRun
+from lstmgen.text.script import convert_script, run_script
 from lstmgen.text.tokenizers import Tokenizer
 from lstmgen.text.vocab import Vocab
 
@@ -136,6 +138,14 @@ def encode_prompt(prompt: str, tokenizer: Tokenizer, vocab: Vocab) -> list[int]:
     tokens = tokenizer.tokenize(prompt.strip()) if prompt else []
     ids = [vocab.token_to_id("\n")] + [vocab.token_to_id(t) for t in tokens]
     return ids
+
+
+def prompts_for_run(prompts: Sequence[str], run: TrainedRun) -> list[str]:
+    """The prompts in the script the run's text was in (``text.script.run_script``): a run trained on
+    traditional characters reads 头发 as 頭髮, not as two characters it may never have seen. Prompts
+    to a run whose script is not known (older runs, mixed text) are left as they are."""
+    script = run_script(run.config.data.script, run.info)
+    return [convert_script(prompt, script) for prompt in prompts]
 
 
 def unknown_in_prompt(prompt: str, tokenizer: Tokenizer, vocab: Vocab) -> list[str]:

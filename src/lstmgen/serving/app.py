@@ -158,7 +158,7 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
 
     from lstmgen import __version__
     from lstmgen.generation.cpu_step import StepWeights, resolve_precision
-    from lstmgen.generation.generate import GenerateConfig, check_request
+    from lstmgen.generation.generate import GenerateConfig, check_request, prompts_for_run
 
     defaults = GenerateConfig(precision=precision)  # a bad value is said before the model loads
     loaded = _load(run, device)
@@ -195,7 +195,7 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
         """Request -> prompts and config, refusing (422) what generate() would refuse, before any text."""
         if body.prompts is not None and body.prompt:
             raise LstmgenError("give prompt or prompts, not both")
-        prompts = list(body.prompts) if body.prompts is not None else [body.prompt]
+        prompts = prompts_for_run(list(body.prompts) if body.prompts is not None else [body.prompt], loaded)
         if len(prompts) * body.num_samples > MAX_ROWS:
             raise LstmgenError(f"{len(prompts)} prompts x {body.num_samples} samples is over the {MAX_ROWS} "
                                "texts one request may write")

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Union
 
-from lstmgen.config import DEFAULT_ADVERT_PATTERN
+from lstmgen.config import DataConfig
 from lstmgen.errors import LstmgenError
-from lstmgen.text.cleaning import _EDGE_CHARS, _compile_advert, normalize_text
+from lstmgen.text.changes import Changes
+from lstmgen.text.cleaning import _EDGE_CHARS, RULES, _compile_advert, clean_corpus, clean_file
 from lstmgen.text.encodings import _decode, decode_bytes
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,12 @@ class Document:
     encoding: str  # codec it was read with: utf-8, utf-8-sig, gb18030, big5 or utf-16
     dropped_lines: int  # advert lines removed
     doubt: str = ""  # why the decoded text may be mojibake (see ``decode_bytes``); empty when it reads well
+    script: str = "none"  # as written: simplified, traditional, mixed or none (``script.detect_script``)
+    changes: dict[str, Changes] = field(default_factory=dict)  # what each cleaning rule did (cleaning.RULES)
+
+    def cleaning(self) -> dict[str, int]:
+        """How much each cleaning rule changed, by rule (``cleaning.RULES``): what config.json records."""
+        return {rule: self.changes[rule].count for rule in RULES if rule in self.changes}
 
 
 def _read_index(index: Path) -> list[Path]:
@@ -93,47 +100,74 @@ def _read_bytes(file: Path) -> bytes:
         raise LstmgenError(f"{file}: cannot read ({error.strerror or error})")
 
 
-def _read_document(file: Path, advert_pattern: str, max_advert_line: int) -> tuple[str, str, int, str]:
-    """(normalised text, encoding, advert lines dropped, doubt) of one file."""
-    text, encoding, doubt = _decode(_read_bytes(file), str(file))  # the raw bytes are freed here
-    text, dropped = normalize_text(text, advert_pattern=advert_pattern, max_advert_line=max_advert_line)
-    return text, encoding, dropped, doubt
+def read_corpus(path: Union[str, Path], *, data: Optional[DataConfig] = None, advert_pattern: Optional[str] = None,
+                max_advert_line: Optional[int] = None, quiet: bool = False) -> list[Document]:
+    """Read, decode and clean every file of a corpus (see ``list_corpus_files``) by the rules ``data``
+    sets (``cleaning.clean_file`` and ``clean_corpus``); ``advert_pattern`` and ``max_advert_line``
+    override its two.
 
-
-def read_corpus(path: Union[str, Path], *, advert_pattern: str = DEFAULT_ADVERT_PATTERN,
-                max_advert_line: int = 80, quiet: bool = False) -> list[Document]:
-    """Read, decode and normalise every file of a corpus (see ``list_corpus_files``).
-
-    Files that are empty after normalisation are skipped with a warning. What was read (encodings,
-    sizes, advert lines dropped) is logged, unless ``quiet``: a corpus read only to be compared with.
+    Files that are empty after cleaning are skipped with a warning. What was read (encodings, sizes,
+    what the rules changed) is logged, unless ``quiet``: a corpus read only to be compared with.
 
     Raises:
         LstmgenError: a bad path or index, an undecodable file, an invalid pattern, or no text at all.
     """
-    _compile_advert(advert_pattern)  # fail on a bad pattern before reading anything
+    data = data or DataConfig()
+    if advert_pattern is not None or max_advert_line is not None:
+        data = replace(data, advert_pattern=data.advert_pattern if advert_pattern is None else advert_pattern,
+                       max_advert_line=data.max_advert_line if max_advert_line is None else max_advert_line)
+    _compile_advert(data.advert_pattern)  # fail on a bad pattern before reading anything
     root = Path(path)
     base = root if root.is_dir() else root.parent
-    documents = []
     files = list_corpus_files(root)
-    # a line per file for a shelf of novels; for many files (a poetry collection) one summary line
-    per_file = logging.INFO if len(files) <= _FILES_LISTED and not quiet else logging.DEBUG
+    read = []
     for file in files:
-        text, encoding, dropped, doubt = _read_document(file, advert_pattern, max_advert_line)
+        text, encoding, doubt = _decode(_read_bytes(file), str(file))  # the raw bytes are freed here
         if doubt:
             logger.warning("%s", doubt)
+        text, changes = clean_file(text, data)
         name = file.relative_to(base).as_posix() if file.is_relative_to(base) else file.name
+        read.append(Document(name, str(file.resolve()), text, encoding, changes["advert_lines"].count, doubt,
+                             changes=changes))
+    texts, scripts = clean_corpus([d.text for d in read], [d.changes for d in read], data)
+    documents = []
+    # a line per file for a shelf of novels; for many files (a poetry collection) one summary line
+    per_file = logging.INFO if len(files) <= _FILES_LISTED and not quiet else logging.DEBUG
+    for document, text, script in zip(read, texts, scripts):
+        document.text, document.script = text, script
         if not text:
-            logger.warning("%s: no text after removing adverts and blank lines; skipped", name)
+            logger.warning("%s: no text after removing adverts and blank lines; skipped", document.name)
             continue
-        logger.log(per_file, "%s: %s, %d characters, %d advert lines dropped", name, encoding, len(text), dropped)
-        documents.append(Document(name, str(file.resolve()), text, encoding, dropped, doubt))
+        logger.log(per_file, "%s", describe_read(document))
+        documents.append(document)
     if not documents:
         raise LstmgenError(f"{root}: the corpus is empty (no text after removing adverts and blank lines)")
     if per_file == logging.DEBUG and not quiet:
         encodings = ", ".join(f"{e} {n}" for e, n in Counter(d.encoding for d in documents).most_common())
         logger.info("%s: %d files (%s), %d characters, %d advert lines dropped", root, len(documents), encodings,
                     sum(len(d.text) for d in documents), sum(d.dropped_lines for d in documents))
+    if data.script == "keep" and not quiet:
+        warn_mixed_scripts(documents)
     return documents
+
+
+def describe_read(document: Document) -> str:
+    """One line on what reading a file found: its encoding, size, script and what the rules changed."""
+    counts = document.cleaning()
+    done = [f"{counts[rule]} {RULES[rule]}" for rule in RULES if rule != "advert_lines" and counts.get(rule)]
+    script = f", {document.script}" if document.script != "none" else ""
+    return (f"{document.name}: {document.encoding}{script}, {len(document.text)} characters, "
+            f"{document.dropped_lines} advert lines dropped" + "".join(f", {part}" for part in done))
+
+
+def warn_mixed_scripts(documents: list[Document]) -> None:
+    """Warn when the corpus is written in both simplified and traditional characters."""
+    scripts = Counter(d.script for d in documents if d.script != "none")
+    if "mixed" in scripts or len(scripts) > 1:
+        mixed = ", ".join(f"{d.name} ({d.script})" for d in documents if d.script != "none")
+        logger.warning("the corpus mixes simplified and traditional characters (%s): the model learns two "
+                       "spellings of many words; --script simplified (or traditional) converts every file to one",
+                       mixed if len(mixed) < 300 else mixed[:300] + "...")
 
 
 _FILES_LISTED = 20

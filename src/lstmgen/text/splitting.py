@@ -11,7 +11,7 @@ from typing import Optional, Union
 
 from lstmgen.config import DataConfig
 from lstmgen.errors import LstmgenError
-from lstmgen.text.reading import read_corpus, training_files_in
+from lstmgen.text.reading import Document, read_corpus, training_files_in
 
 
 @dataclass
@@ -108,15 +108,23 @@ def corpus_fingerprint(texts: list[str]) -> str:
 _HASH_SLICE = 1 << 20
 
 
+def describe_document(document: Document) -> dict:
+    """What a run's config.json records about a file it read: name, encoding, size, script, and how
+    much each cleaning rule changed."""
+    return {"name": document.name, "encoding": document.encoding, "characters": len(document.text),
+            "dropped_lines": document.dropped_lines, "script": document.script, "cleaning": document.cleaning(),
+            **({"doubt": document.doubt} if document.doubt else {})}
+
+
 def read_texts(path: Union[str, Path], data: DataConfig) -> list[str]:
     """The normalised text of every file under ``path``, read with the run's advert settings."""
-    return [d.text for d in read_corpus(path, advert_pattern=data.advert_pattern, max_advert_line=data.max_advert_line)]
+    return [d.text for d in read_corpus(path, data=data)]
 
 
-def split_corpus(path: Union[str, Path], data: DataConfig, *,
-                 quiet: bool = False) -> tuple[dict[str, list[str]], list[dict]]:
+def split_corpus(path: Union[str, Path], data: DataConfig, *, quiet: bool = False,
+                 documents: Optional[list[Document]] = None) -> tuple[dict[str, list[str]], list[dict]]:
     """The three splits as lists of document texts, plus a description of each file read
-    (logged as it is read, unless ``quiet``).
+    (logged as it is read, unless ``quiet``; ``documents``: the corpus as ``read_corpus`` read it already).
 
     Raises:
         LstmgenError: a ``--valid`` or ``--test`` file is also one the corpus reads for training.
@@ -126,9 +134,8 @@ def split_corpus(path: Union[str, Path], data: DataConfig, *,
         if shared:
             raise LstmgenError(f"{name} {held_out}: {', '.join(shared)} is also in the training corpus {path}, so the "
                                f"model would be scored on text it trained on; move it out of the corpus")
-    docs = read_corpus(path, advert_pattern=data.advert_pattern, max_advert_line=data.max_advert_line, quiet=quiet)
-    described = [{"name": d.name, "encoding": d.encoding, "characters": len(d.text), "dropped_lines": d.dropped_lines,
-                  **({"doubt": d.doubt} if d.doubt else {})} for d in docs]
+    docs = documents if documents is not None else read_corpus(path, data=data, quiet=quiet)
+    described = [describe_document(d) for d in docs]
     split = split_documents(
         [d.text for d in docs],
         valid_fraction=0.0 if data.valid_path else data.valid_fraction,

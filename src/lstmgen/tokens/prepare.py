@@ -20,6 +20,7 @@ from lstmgen import __version__
 from lstmgen.config import DataConfig, TokenizerConfig
 from lstmgen.errors import LstmgenError
 from lstmgen.files import write_json
+from lstmgen.text.cleaning import CLEANING_RULES_VERSION
 from lstmgen.text.overlap import held_out_in_training, report_overlap
 from lstmgen.text.reading import list_corpus_files
 from lstmgen.text.segmenter import load_user_words
@@ -165,7 +166,8 @@ def files_key(path: Union[str, Path], data: DataConfig) -> Optional[str]:
     except (OSError, LstmgenError):
         return None  # the full read reports what is wrong
     # the version too: another lstmgen may read the same bytes into other text
-    payload = json.dumps({"files": stats, "data": asdict(data), "lstmgen": __version__},
+    payload = json.dumps({"files": stats, "data": asdict(data), "lstmgen": __version__,
+                          "cleaning_rules": CLEANING_RULES_VERSION},
                          ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 

@@ -14,6 +14,8 @@ from typing import Any, Optional
 from lstmgen.config import RunConfig
 from lstmgen.errors import LstmgenError
 from lstmgen.model.run_dir import CONFIG, _read_json, read_tokenizer_and_vocab
+from lstmgen.text.cleaning import CLEANING_RULES_VERSION
+from lstmgen.text.script import corpus_script
 from lstmgen.tokens.prepare import PreparedData, prepare
 from lstmgen.training.finetune import Parent, check_fits, describe_start, held_out_in_parent, open_parent
 
@@ -56,13 +58,14 @@ def run_data(corpus: Path, config: RunConfig, run_dir: Path, *, resume: bool, sa
 
 def new_run_info(corpus: Path, config: RunConfig, data: PreparedData, parent: Optional[Parent], *, parameters: int,
                  world_size: int) -> dict[str, Any]:
-    """What a new run's config.json records beside its settings: the corpus, its fingerprint and files,
-    the split sizes, held-out text found in training, the model's size; and the parent it starts from."""
+    """What a new run's config.json records beside its settings: the corpus, its fingerprint and files
+    (each with its script and what the cleaning rules changed), the script of its text, the split sizes, held-out text found in training, the model's size; and the parent it starts from."""
     extra: dict[str, Any] = {
         "corpus": str(Path(corpus).resolve()), "corpus_fingerprint": data.fingerprint, "documents": data.documents,
         "held_out_in_training": data.overlap, "vocab_size": len(data.vocab), "parameters": parameters,
         "world_size": world_size, "split_tokens": {k: int(len(v)) for k, v in data.ids.items()},
-        "split_characters": data.characters}
+        "split_characters": data.characters, "cleaning_rules": CLEANING_RULES_VERSION,
+        "script": corpus_script(data.documents, config.data.script)}
     if parent is not None:
         overlap = held_out_in_parent(corpus, config.data, parent)
         describe_start(parent, data.ids["train"], overlap)
