@@ -13,7 +13,7 @@ from typing import Optional
 
 from lstmgen.config import DEFAULT_ADVERT_PATTERN, DataConfig
 from lstmgen.errors import LstmgenError
-from lstmgen.text.changes import Changes
+from lstmgen.text.changes import EXAMPLES, Changes
 from lstmgen.text.garbled import drop_garbled
 from lstmgen.text.script import convert_script, detect_script
 from lstmgen.text.watermarks import find_recurring_marks, remove_recurring_marks, remove_site_spans
@@ -66,21 +66,21 @@ def normalize_text(text: str, *, advert_pattern: str = DEFAULT_ADVERT_PATTERN,
     for old, new in (("\r\n", "\n"), ("\r", "\n"), ("\u3000", " "), ("\xa0", " ")):
         if old in text:  # each replace copies the whole text: only where it changes something
             text = text.replace(old, new)
-    kept: list[str] = []
-    dropped = 0
-    lines = text.split("\n")
+    lines = [line.strip(_EDGE_CHARS) for line in text.split("\n")]
     del text  # a big file: let the whole text go before the joined copy is made
-    for line in lines:
-        line = line.strip(_EDGE_CHARS)
-        if not line:
-            continue
-        if advert is not None and len(line) <= max_advert_line and advert.search(line):
-            dropped += 1
-            if changes is not None:
-                changes.add(line, 0, len(line))
-            continue
-        kept.append(line)
-    return "\n".join(kept), dropped
+    kept = [line for line in lines if line]
+    if advert is None:
+        return "\n".join(kept), 0
+    search = advert.search  # only short lines can be adverts: one pass finds them, the kept ones stay in order
+    adverts = [line for line in kept if len(line) <= max_advert_line and search(line)]
+    if adverts:
+        for line in adverts[:EXAMPLES] if changes is not None else ():
+            changes.add(line, 0, len(line))
+        if changes is not None:
+            changes.count += len(adverts) - min(len(adverts), EXAMPLES)
+        advert_set = set(adverts)
+        kept = [line for line in kept if line not in advert_set or len(line) > max_advert_line]
+    return "\n".join(kept), len(adverts)
 
 
 def clean_file(text: str, data: DataConfig) -> tuple[str, dict[str, Changes]]:

@@ -5,9 +5,12 @@ how sure that is, and what to do with a few bytes that decode in none.
 from __future__ import annotations
 
 import codecs
+import functools
 import logging
 import re
 from typing import Optional
+
+import numpy as np
 
 from lstmgen.errors import LstmgenError
 
@@ -55,10 +58,24 @@ def _chinese_score(text: str) -> tuple[float, int]:
     """Share of ideographs that are very common, minus a heavy penalty for signs of a wrong codec;
     and how many characters (ideographs and odd ones) that share is of."""
     sample = text[:200_000]  # enough to decide; keeps a 50 MB file cheap
-    common = len(_COMMON_RE.findall(sample))
-    odd = len(_ODD_RE.findall(sample))
-    judged = len(_IDEOGRAPH_RE.findall(sample)) + odd
+    # every character's kind from a table, counted at once (three regex scans took several times longer)
+    codes = np.frombuffer(sample.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    other, ideographs, common, odd = np.bincount(_character_kinds()[codes], minlength=4).tolist()
+    judged = ideographs + common + odd
     return (common - 5 * odd) / max(1, judged), judged
+
+
+@functools.lru_cache(maxsize=None)
+def _character_kinds() -> np.ndarray:
+    """Every code point's kind for ``_chinese_score``: 0 other, 1 ideograph, 2 very common ideograph
+    (``_COMMON_RE``), 3 odd (``_ODD_RE``); the same classes as the regexes, as one table."""
+    kinds = np.zeros(0x110000, dtype=np.uint8)
+    for low, high in ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF)):  # _IDEOGRAPH_RE
+        kinds[low:high + 1] = 1
+    kinds[[ord(c) for c in set(_COMMON_CHARS)]] = 2
+    for low, high in ((0xE000, 0xF8FF), (0xFFFD, 0xFFFD), (0x3040, 0x30FF), (0x3100, 0x312F), (0xF0000, 0x10FFFF)):
+        kinds[low:high + 1] = 3
+    return kinds
 
 
 # Chinese prose and verse have 0.33 or more of that score in every 3,000 characters of the four

@@ -8,6 +8,7 @@ a Chinese character change; English text, numbers (3.14) and web addresses are l
 from __future__ import annotations
 
 import re
+
 from lstmgen.text.changes import Changes
 
 _ALNUM = "[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a]"
@@ -23,14 +24,17 @@ _HALF.update({ord(mark): ord(mark) - 0xFEE0 for mark in "\uff0e\uff0f\uff1a\uff0
 
 def half_width(text: str, changes: Changes) -> str:
     """Full-width Latin letters and digits (Ａ, ｗｗｗ, ２０２４) become ASCII; every run is one change."""
-    if _FULL_WIDTH_ALNUM.search(text) is None:  # the common case: one scan, no copy
+    match = _FULL_WIDTH_ALNUM.search(text)
+    if match is None:  # the common case: one scan, no copy
         return text
-
-    def narrow(match: re.Match) -> str:
-        changes.add(text, match.start(), match.end(), match.group().translate(_HALF))
-        return match.group().translate(_HALF)
-
-    return _FULL_WIDTH_ALNUM.sub(narrow, text)
+    pieces, last = [], 0
+    while match is not None:  # search by search: faster than sub on a text with a few runs
+        new = match.group().translate(_HALF)
+        changes.add(text, match.start(), match.end(), new)
+        pieces += [text[last:match.start()], new]
+        last = match.end()
+        match = _FULL_WIDTH_ALNUM.search(text, last)
+    return "".join(pieces) + text[last:]
 
 
 # A Chinese character or a Chinese punctuation mark: what makes an ASCII mark beside it Chinese punctuation.
@@ -39,22 +43,33 @@ _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3001-\u3003\u3008-\u3011\uff01-
 _FULL_PUNCTUATION = {",": "，", ".": "。", ";": "；", ":": "：", "!": "！", "(": "（", ")": "）", "[": "［", "]": "］"}
 
 # Runs of dots are an ellipsis. "?" is left alone: in real files an ASCII "?" inside Chinese marks a
-# character the file lost far more often than a question.
-_MARK = re.compile(r"\.{2,}|[,.;:!()\[\]]")
+# character the file lost far more often than a question. (One character class first, and the dots of
+# a run after it: an alternation here made the regex scan the text several times slower.)
+_MARK = re.compile(r"[,.;:!()\[\]](?:(?<=\.)\.+)?")
 
-_ASCII_MARKS = re.compile(r"[,.;:!()\[\]\"']")
-
-_STRAIGHT_QUOTE = re.compile("[\"']")
+# Quotes of both kinds, straight and curly: a paragraph is split at them and read in one pass, in order.
+_QUOTE_SPLIT = re.compile("([\"'\u201c\u201d\u2018\u2019])")
+_CURLY = {"\u201c": ('"', 1), "\u201d": ('"', -1), "\u2018": ("'", 1), "\u2019": ("'", -1)}
+_OPENING = {'"': "\u201c", "'": "\u2018"}
+_CLOSING = {'"': "\u201d", "'": "\u2019"}
 
 _HAN_CHAR = re.compile(f"[{_HAN}]")
+
+
+def _characters(regex_class: str) -> frozenset[str]:
+    """The characters of a regex class written as single characters and ranges (a-b)."""
+    return frozenset(chr(code) for low, high, single in re.findall("(.)-(.)|(.)", regex_class)
+                     for code in range(ord(low or single), ord(high or single) + 1))
+
+
+# the same characters as a set, for a quote's neighbours (a set lookup is faster than a regex call)
+_HAN_SET = _characters(_HAN)
 
 
 def chinese_punctuation(text: str, changes: Changes) -> str:
     """ASCII commas, periods, semicolons, colons, exclamation marks, brackets and quotes beside Chinese
     characters become their full-width forms; ``"`` becomes “ or ” (and ``'`` ‘ or ’) by whether a
     quote is open at that point of the paragraph."""
-    if _ASCII_MARKS.search(text) is None:
-        return text
 
     def full(match: re.Match) -> str:
         mark, start, end = match.group(), match.start(), match.end()
@@ -76,20 +91,22 @@ def chinese_punctuation(text: str, changes: Changes) -> str:
 
 def _quotes(line: str, changes: Changes) -> str:
     """Straight quotes of one paragraph that touch a Chinese character, as opening or closing quotes:
-    opening where no quote of the kind is open at that point (curly quotes before it count)."""
-    out = []
-    last = 0
-    straight = {'"': 0, "'": 0}  # straight quotes of each kind made opening minus those made closing
-    for match in _STRAIGHT_QUOTE.finditer(line):
-        mark, at = match.group(), match.start()
-        before, after = line[at - 1:at], line[at + 1:at + 2]
-        if not (_HAN_CHAR.match(before) or _HAN_CHAR.match(after)):
-            continue  # an English quote or apostrophe
-        opening, closing = "“”" if mark == '"' else "‘’"
-        is_open = line.count(opening, 0, at) - line.count(closing, 0, at) + straight[mark] > 0
-        new = closing if is_open else opening
-        straight[mark] += -1 if is_open else 1
-        changes.add(line, at, at + 1, new)
-        out.append(line[last:at] + new)
-        last = at + 1
-    return "".join(out) + line[last:] if out else line
+    opening where no quote of the kind is open at that point (the curly quotes before it count)."""
+    pieces = _QUOTE_SPLIT.split(line)  # text, quote, text, quote, ..., text
+    open_ = {'"': 0, "'": 0}  # quotes of each kind open at this point of the paragraph
+    at = 0  # where pieces[i] begins in the line
+    changed = False
+    for i in range(1, len(pieces), 2):
+        at += len(pieces[i - 1])
+        mark = pieces[i]
+        if mark in _CURLY:
+            kind, step = _CURLY[mark]
+            open_[kind] += step
+        elif line[at - 1:at] in _HAN_SET or line[at + 1:at + 2] in _HAN_SET:  # else English
+            is_open = open_[mark] > 0
+            new = _CLOSING[mark] if is_open else _OPENING[mark]
+            open_[mark] += -1 if is_open else 1
+            changes.add(line, at, at + 1, new)
+            pieces[i], changed = new, True
+        at += 1
+    return "".join(pieces) if changed else line
