@@ -14,7 +14,7 @@ from typing import Optional
 from lstmgen.config import DEFAULT_ADVERT_PATTERN, DataConfig
 from lstmgen.errors import LstmgenError
 from lstmgen.text.changes import EXAMPLES, Changes
-from lstmgen.text.garbled import drop_garbled
+from lstmgen.text.garbled import character_kinds, drop_garbled
 from lstmgen.text.script import convert_script, detect_script
 from lstmgen.text.watermarks import find_recurring_marks, remove_recurring_marks, remove_site_spans
 from lstmgen.text.width import chinese_punctuation, half_width
@@ -92,10 +92,13 @@ def clean_file(text: str, data: DataConfig) -> tuple[str, dict[str, Changes]]:
     Returns the text and each rule's changes (see ``RULES``).
     """
     changes = {rule: Changes() for rule in RULES}
+    kinds = character_kinds(text) if data.drop_garbled or data.half_width else None  # one pass for both
     if data.drop_garbled:  # first: mojibake has full-width letters, but they are no letters to keep
-        text = drop_garbled(text, changes["garbled"])
+        cleaned = drop_garbled(text, changes["garbled"], kinds)
+        if cleaned is not text:  # paragraphs left out: the kinds of what is left
+            text, kinds = cleaned, character_kinds(cleaned) if data.half_width else None
     if data.half_width:  # before the watermarks: a site's address may be written in full-width letters
-        text = half_width(text, changes["half_width"])
+        text = half_width(text, changes["half_width"], kinds)
     if data.inline_watermarks:
         advert = _compile_advert(data.advert_pattern)
         text = remove_site_spans(text, changes["watermarks"], None if advert is None else

@@ -16,6 +16,8 @@ import functools
 import re
 from typing import Optional
 
+import numpy as np
+
 from lstmgen.text.changes import Changes
 from lstmgen.text.encodings import _COMMON_RE
 
@@ -87,15 +89,11 @@ SOUP = 12
 
 
 @functools.lru_cache(maxsize=None)
-def _patterns() -> tuple[re.Pattern, re.Pattern, re.Pattern]:
-    """(where to look closer, a soup, one rare or odd character): compiled once, when first needed."""
+def _patterns() -> tuple[re.Pattern, re.Pattern]:
+    """(a soup, one rare or odd character) as regexes: compiled once, when first needed."""
     rare = _rare_class(_common_characters())
-    # One scan finds both kinds of suspect: an odd character with another within a window, or two rare
-    # or odd characters in a row that begin a soup. Each costs about what a scan for one character does.
-    suspect = re.compile(f"[{rare}{ODD}](?:(?<=[{ODD}])[^\\n]{{0,{WINDOW - 2}}}[{ODD}]"
-                         f"|[{rare}{ODD}](?:[^\\n]?[{rare}{ODD}]){{{SOUP - 2}}})")
     soup = re.compile(f"(?:[{rare}{ODD}][^\\n]?){{{SOUP - 1}}}[{rare}{ODD}]")
-    return suspect, soup, re.compile(f"[{rare}{ODD}]")
+    return soup, re.compile(f"[{rare}{ODD}]")
 
 
 def garbled_window(paragraph: str) -> str:
@@ -127,7 +125,7 @@ def _garbled_span(paragraph: str) -> Optional[tuple[int, int]]:
         if odd >= ALL_ODD or (ideographs >= MIN_IDEOGRAPHS and
                               len(_COMMON_RE.findall(window)) <= MAX_COMMON_SHARE * ideographs):
             return start, min(end, len(paragraph))
-    _, soups, rare_or_odd = _patterns()
+    soups, rare_or_odd = _patterns()
     for soup in soups.finditer(paragraph):
         for start in range(soup.start(), soup.end()):
             window = paragraph[start:start + WINDOW]
@@ -136,13 +134,64 @@ def _garbled_span(paragraph: str) -> Optional[tuple[int, int]]:
     return None
 
 
-def drop_garbled(text: str, changes: Changes) -> str:
-    """``text`` without its garbled paragraphs (each is one change, shown by its garbled window)."""
-    starts = {text.rfind("\n", 0, m.start()) + 1 for m in _patterns()[0].finditer(text)}
+# Each character's kind, for the scans of a whole file (``character_kinds``).
+OTHER, RARE, ODD_KIND, FULL_WIDTH, NEWLINE = range(5)
+
+
+def class_ranges(regex_class: str) -> list[tuple[int, int]]:
+    """The code-point ranges of a regex class written as single characters and ranges (a-b)."""
+    return [(ord(low or single), ord(high or single)) for low, high, single in re.findall("(.)-(.)|(.)", regex_class)]
+
+
+@functools.lru_cache(maxsize=None)
+def _kind_table() -> np.ndarray:
+    """Every code point's kind: RARE (an ideograph outside ``_common_characters``), ODD_KIND (``ODD``),
+    FULL_WIDTH (a full-width letter or digit: odd too), NEWLINE, or OTHER."""
+    table = np.zeros(0x110000, dtype=np.uint8)
+    for low, high in ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF)):
+        table[low:high + 1] = RARE
+    table[[ord(c) for c in _common_characters()]] = OTHER
+    for low, high in class_ranges(ODD):
+        table[low:high + 1] = ODD_KIND
+    for low, high in ((0xFF10, 0xFF19), (0xFF21, 0xFF3A), (0xFF41, 0xFF5A)):
+        table[low:high + 1] = FULL_WIDTH
+    table[ord("\n")] = NEWLINE
+    return table
+
+
+def character_kinds(text: str) -> np.ndarray:
+    """(len(text),) the kind of each character of ``text``: one pass that the scans for garbled
+    paragraphs and full-width letters share (a regex scan of each took several times as long)."""
+    return _kind_table()[np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)]
+
+
+def _suspect_paragraphs(kinds: np.ndarray) -> list[int]:
+    """Where the paragraphs that may be garbled begin: those with two odd characters within a window,
+    or a run of rare or odd ones that could be a soup. Every paragraph ``_garbled_span`` finds garbled
+    is among them (its odd windows, soups and replacement runs all have one of these)."""
+    newlines = np.flatnonzero(kinds == NEWLINE)
+    odd = np.flatnonzero((kinds >= ODD_KIND) & (kinds <= FULL_WIDTH))
+    marked = np.flatnonzero((kinds >= RARE) & (kinds <= FULL_WIDTH))
+    span = SOUP - 2  # the soup's characters after its first, each at most one character after the last
+    pairs = [(odd[:-1], odd[1:], WINDOW - 1), (marked[:-span], marked[span:], 2 * span)]
+    found = []
+    for first, last, within in pairs:
+        near = last - first <= within
+        first, last = first[near], last[near]
+        # in one paragraph: no newline between them
+        found.append(first[np.searchsorted(newlines, first) == np.searchsorted(newlines, last)])
+    paragraphs = np.unique(np.searchsorted(newlines, np.concatenate(found)))  # newlines before each
+    return [0 if index == 0 else int(newlines[index - 1]) + 1 for index in paragraphs.tolist()]
+
+
+def drop_garbled(text: str, changes: Changes, kinds: Optional[np.ndarray] = None) -> str:
+    """``text`` without its garbled paragraphs (each is one change, shown by its garbled window).
+    ``kinds``: ``character_kinds(text)``, when the caller has it."""
+    starts = _suspect_paragraphs(character_kinds(text) if kinds is None else kinds)
     if not starts:
         return text
     cuts = []
-    for start in sorted(starts):
+    for start in starts:
         end = text.find("\n", start)
         end = len(text) if end < 0 else end
         span = _garbled_span(text[start:end])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from itertools import chain
+from operator import itemgetter
 from typing import Callable, Optional
 
 from lstmgen.text.changes import Changes
@@ -136,8 +137,8 @@ def find_recurring_marks(texts: list[str]) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {"end": set(), "start": set()}
     lines = [text.split("\n") for text in texts]
     for side in found:
-        per_file = [Counter([line[-MIN_MARK:] for line in file_lines] if side == "end"
-                            else [line[:MIN_MARK] for line in file_lines]) for file_lines in lines]
+        edge_of = itemgetter(slice(-MIN_MARK, None) if side == "end" else slice(0, MIN_MARK))
+        per_file = [Counter(map(edge_of, file_lines)) for file_lines in lines]
         in_files = Counter(chain.from_iterable(per_file))  # counting keys of Counters: files per key
         candidates = {key for keys in per_file for key, count in keys.items() if count >= MIN_PARAGRAPHS}
         candidates.update(key for key, count in in_files.items() if count >= MIN_FILES)
@@ -145,11 +146,10 @@ def find_recurring_marks(texts: list[str]) -> dict[str, set[str]]:
         if not wanted:
             continue
         edges: dict[str, list[str]] = {key: [] for key in wanted}
-        for file_lines in lines:
-            for line in file_lines:
-                key = line[-MIN_MARK:] if side == "end" else line[:MIN_MARK]
-                if key in wanted and len(line) > MIN_MARK and _HAN.search(line):
-                    edges[key].append(line[-MAX_MARK:] if side == "end" else line[:MAX_MARK])
+        wide = itemgetter(slice(-MAX_MARK, None) if side == "end" else slice(0, MAX_MARK))
+        for line in chain.from_iterable(lines):
+            if edge_of(line) in wanted and len(line) > MIN_MARK and _HAN.search(line):
+                edges[edge_of(line)].append(wide(line))
         for key, shared in edges.items():
             mark = _longest_shared(key, shared, side) if shared else ""
             if mark:

@@ -8,8 +8,12 @@ a Chinese character change; English text, numbers (3.14) and web addresses are l
 from __future__ import annotations
 
 import re
+from typing import Optional
+
+import numpy as np
 
 from lstmgen.text.changes import Changes
+from lstmgen.text.garbled import FULL_WIDTH, class_ranges
 
 _ALNUM = "[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a]"
 
@@ -22,18 +26,27 @@ _HALF = {code: code - 0xFEE0 for block in ((0xFF10, 0xFF19), (0xFF21, 0xFF3A), (
 _HALF.update({ord(mark): ord(mark) - 0xFEE0 for mark in "\uff0e\uff0f\uff1a\uff0d\uff3f"})
 
 
-def half_width(text: str, changes: Changes) -> str:
-    """Full-width Latin letters and digits (Ａ, ｗｗｗ, ２０２４) become ASCII; every run is one change."""
-    match = _FULL_WIDTH_ALNUM.search(text)
-    if match is None:  # the common case: one scan, no copy
+def half_width(text: str, changes: Changes, kinds: Optional[np.ndarray] = None) -> str:
+    """Full-width Latin letters and digits (Ａ, ｗｗｗ, ２０２４) become ASCII; every run is one change.
+    ``kinds``: ``garbled.character_kinds(text)``, when the caller has it (then a text without any is
+    passed over without a scan of its own)."""
+    if kinds is None:
+        match = _FULL_WIDTH_ALNUM.search(text)
+        starts = [] if match is None else [match.start()]  # where to look: from the first one on
+        scan = True
+    else:  # every run begins at one of these characters: look there only
+        starts, scan = np.flatnonzero(kinds == FULL_WIDTH).tolist(), False
+    if not starts:  # the common case: no copy
         return text
     pieces, last = [], 0
-    while match is not None:  # search by search: faster than sub on a text with a few runs
-        new = match.group().translate(_HALF)
-        changes.add(text, match.start(), match.end(), new)
-        pieces += [text[last:match.start()], new]
-        last = match.end()
-        match = _FULL_WIDTH_ALNUM.search(text, last)
+    for at in starts:
+        match = (_FULL_WIDTH_ALNUM.search if scan else _FULL_WIDTH_ALNUM.match)(text, max(at, last))
+        while match is not None:
+            new = match.group().translate(_HALF)
+            changes.add(text, match.start(), match.end(), new)
+            pieces += [text[last:match.start()], new]
+            last = match.end()
+            match = _FULL_WIDTH_ALNUM.search(text, last) if scan else None
     return "".join(pieces) + text[last:]
 
 
@@ -56,14 +69,8 @@ _CLOSING = {'"': "\u201d", "'": "\u2019"}
 _HAN_CHAR = re.compile(f"[{_HAN}]")
 
 
-def _characters(regex_class: str) -> frozenset[str]:
-    """The characters of a regex class written as single characters and ranges (a-b)."""
-    return frozenset(chr(code) for low, high, single in re.findall("(.)-(.)|(.)", regex_class)
-                     for code in range(ord(low or single), ord(high or single) + 1))
-
-
 # the same characters as a set, for a quote's neighbours (a set lookup is faster than a regex call)
-_HAN_SET = _characters(_HAN)
+_HAN_SET = frozenset(chr(code) for low, high in class_ranges(_HAN) for code in range(low, high + 1))
 
 
 def chinese_punctuation(text: str, changes: Changes) -> str:
