@@ -23,8 +23,9 @@ import torch
 from lstmgen.config import overrides_from_settings
 from lstmgen.evaluation.evaluate import evaluate_run
 from lstmgen.evaluation.score import Score
-from lstmgen.generation.generate import GenerateConfig, generate
+from lstmgen.generation.generate import GenerateConfig, generate, prompts_for_run
 from lstmgen.model.run_dir import TrainedRun, load_run
+from lstmgen.text.script import convert_script
 from lstmgen.training.loop import Progress
 from lstmgen.training.run import settings_config
 from lstmgen.training.run import train as train_run
@@ -38,18 +39,22 @@ __all__ = ["Run", "Score", "load", "resume", "train"]
 class Run(TrainedRun):
     """A trained run: its folder, settings, tokenizer, vocabulary, model (best weights) and metrics."""
 
-    def generate(self, prompt: str = "", *, length: int = 300, seed: Optional[int] = None, **sampling: Any) -> str:
+    def generate(self, prompt: str = "", *, length: int = 300, seed: Optional[int] = None,
+                 script: Optional[str] = None, **sampling: Any) -> str:
         """The prompt and ``length`` characters written after it.
 
         Args:
-            prompt: text to continue ("" starts a new paragraph).
+            prompt: text to continue ("" starts a new paragraph), read in the script the run trained on
+                (a simplified prompt to a run of traditional text is converted first).
+            script: "simplified" or "traditional" writes the text in that script (None: the run's own).
             seed: the same seed gives the same text (at the same precision, on the same kind of machine).
             sampling: ``temperature`` (0: greedy), ``top_k``, ``top_p``, ``repetition_penalty``,
                 ``no_repeat_ngram``, ``stop_at`` ("sentence", "paragraph"), ``acrostic``, ``precision``
                 ("auto", "fp32", "int8"): as ``lstmgen generate``'s flags.
         """
         config = GenerateConfig(length=length, seed=seed, **sampling)
-        return generate(self.model, self.tokenizer, self.vocab, [prompt], config)[0]
+        text = generate(self.model, self.tokenizer, self.vocab, prompts_for_run([prompt], self), config)[0]
+        return convert_script(text, script)
 
     def evaluate(self, path: Optional[PathLike] = None, *, split: str = "test") -> Score:
         """Perplexity, bits per character and OOV rate on the text at ``path``, or on this run's

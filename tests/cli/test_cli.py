@@ -329,3 +329,33 @@ def test_one_install_brings_what_every_subcommand_needs():
 
     always = {r.split(";")[0].split(">")[0].split("=")[0].strip().lower() for r in requires("lstmgen") if "extra" not in r}
     assert {"matplotlib", "fastapi", "uvicorn", "pydantic"} <= always  # sweep, plot and serve: no extra to install
+
+
+def test_a_run_trained_on_traditional_text_reads_simplified_prompts_and_writes_either_script(tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    import lstmgen
+    from lstmgen.serving.app import create_app
+    from lstmgen.text.script import convert_script
+
+    novel = tmp_path / "novel.txt"
+    novel.write_text(make_text(5, 80), encoding="utf-8")  # simplified: 说道, 长剑, 古墓 ...
+    run_dir = tmp_path / "run"
+    assert main(["train", str(novel), "--out", str(run_dir), "--preset", "tiny", "--epochs", "0.5",
+                 "--script", "traditional"]) == 0
+    capsys.readouterr()
+    traditional = convert_script("郭靖说道", "traditional")
+    assert traditional == "郭靖說道"
+    assert main(["generate", str(run_dir), "--prompt", "郭靖说道", "--length", "20", "--seed", "1"]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith(traditional) and "never saw" not in out.err  # the prompt read in the run's script
+    assert main(["generate", str(run_dir), "--prompt", "郭靖说道", "--length", "20", "--seed", "1",
+                 "--script", "simplified"]) == 0
+    simplified = capsys.readouterr().out.strip()
+    assert simplified.startswith("郭靖说道") and simplified == convert_script(simplified, "simplified")
+    run = lstmgen.load(run_dir)
+    assert run.generate("郭靖说道", length=20, seed=1) == out.out.strip()  # the API reads prompts the same way
+    assert run.generate("郭靖说道", length=20, seed=1, script="simplified") == simplified
+    with TestClient(create_app(run_dir)) as client:  # and so does the server
+        served = client.post("/generate", json={"prompt": "郭靖说道", "length": 20, "seed": 1}).json()
+    assert served["texts"][0].startswith(traditional)
