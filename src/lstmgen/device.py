@@ -3,7 +3,7 @@
 The precision is chosen from what this machine really runs, not from its name: bf16 is used only
 where a tiny LSTM training step under bf16 autocast has been run here (once per process and device),
 and on a CPU ``--amp auto`` also asks for AMX, without which bf16 is slower than fp32 there
-(BENCHMARKS.md, "bf16 on a CPU").
+(BENCHMARKS.md, quality per minute on the CPU: bf16 with and without AMX).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ are private torch functions, checked once against Adam in public operations (``p
 
 Every ``torch.optim`` optimiser imports ``torch._dynamo`` on its first step, state_dict or zero_grad
 (for the graph breaks it places around them): several times what the rest of a cached start takes
-(BENCHMARKS.md, start-up). ``FusedAdam`` runs the same fused kernel that
+(BENCHMARKS.md, segmentation: the cached start). ``FusedAdam`` runs the same fused kernel that
 ``torch.optim.Adam(fused=True)`` / ``AdamW(fused=True)`` run, on the same state, so the weights it
 produces are the ones torch's would, and its ``state_dict`` has torch's layout: a run saved by either
 resumes with the other. Where a torch has no such kernel (or it fails its check), ``FusedAdam`` takes the
