@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 
 from lstmgen.config import overrides_from_settings
+from lstmgen.evaluation.adapt import AdaptConfig, as_adapt_config
 from lstmgen.evaluation.evaluate import evaluate_run
 from lstmgen.evaluation.score import Score
 from lstmgen.generation.generate import GenerateConfig, generate, prompts_for_run
@@ -40,7 +41,8 @@ class Run(TrainedRun):
     """A trained run: its folder, settings, tokenizer, vocabulary, model (best weights) and metrics."""
 
     def generate(self, prompt: str = "", *, length: int = 300, seed: Optional[int] = None,
-                 script: Optional[str] = None, **sampling: Any) -> str:
+                 script: Optional[str] = None, context: Optional[str] = None,
+                 adapt: Union[str, AdaptConfig] = "both", **sampling: Any) -> str:
         """The prompt and ``length`` characters written after it.
 
         Args:
@@ -48,18 +50,27 @@ class Run(TrainedRun):
                 (a simplified prompt to a run of traditional text is converted first).
             script: "simplified" or "traditional" writes the text in that script (None: the run's own).
             seed: the same seed gives the same text (at the same precision, on the same kind of machine).
+            context: a text (a chapter, say) the model reads first, in the run's script; the prompt
+                continues it. ``adapt`` says how the model adapts to it as it reads ("dynamic", "cache",
+                "both", "off", or an ``AdaptConfig``; docs/adaptation.md).
             sampling: ``temperature`` (0: greedy), ``top_k``, ``top_p``, ``repetition_penalty``,
                 ``no_repeat_ngram``, ``stop_at`` ("sentence", "paragraph"), ``acrostic``, ``precision``
                 ("auto", "fp32", "int8"): as ``lstmgen generate``'s flags.
         """
         config = GenerateConfig(length=length, seed=seed, **sampling)
-        text = generate(self.model, self.tokenizer, self.vocab, prompts_for_run([prompt], self), config)[0]
+        if context is not None:
+            context = prompts_for_run([context], self)[0]
+        text = generate(self.model, self.tokenizer, self.vocab, prompts_for_run([prompt], self), config,
+                        context=context, adapt=as_adapt_config(adapt) if context is not None else None)[0]
         return convert_script(text, script)
 
-    def evaluate(self, path: Optional[PathLike] = None, *, split: str = "test") -> Score:
+    def evaluate(self, path: Optional[PathLike] = None, *, split: str = "test",
+                 adapt: Union[str, AdaptConfig, None] = None) -> Score:
         """Perplexity, bits per character and OOV rate on the text at ``path``, or on this run's
-        ``split`` ("test", "valid" or "train") of the corpus it was trained on."""
-        return evaluate_run(self, path, split=split).score
+        ``split`` ("test", "valid" or "train") of the corpus it was trained on. With ``adapt`` ("dynamic",
+        "cache", "both" or an ``AdaptConfig``) the model adapts to the text as it reads it, strictly
+        online (docs/adaptation.md); ``lstmgen.evaluation.evaluate.evaluate_run`` gives both scores."""
+        return evaluate_run(self, path, split=split, adapt=as_adapt_config(adapt)).score
 
     @property
     def test_score(self) -> Optional[dict[str, Any]]:

@@ -52,3 +52,29 @@ def add_settings_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return {name: {f.name: getattr(args, f.name, None) for f in dataclasses.fields(kind)}
             for name, kind in SECTIONS.items()}
+
+
+def add_adapt_flags(parser: argparse.ArgumentParser, *, default: str, what: str) -> None:
+    """``--adapt`` and its settings (``evaluation.adapt.AdaptConfig``), for ``eval`` and ``generate``."""
+    from lstmgen.evaluation.adapt import ADAPT_MODES, AdaptConfig
+
+    d = AdaptConfig()
+    group = parser.add_argument_group("adapting to the text read (docs/adaptation.md)")
+    group.add_argument("--adapt", default=default, choices=ADAPT_MODES,
+                       help=f"{what}: dynamic evaluation, a continuous cache, or both (default: {default})")
+    group.add_argument("--adapt-lr", type=float, help=f"dynamic: learning rate per token (default {d.lr})")
+    group.add_argument("--adapt-decay", type=float,
+                       help=f"dynamic: share of the adaptation forgotten after each segment (default {d.decay})")
+    group.add_argument("--adapt-segment", type=int, help=f"dynamic: tokens between two steps (default {d.segment})")
+    group.add_argument("--cache-size", type=int, help=f"cache: recent positions remembered (default {d.cache_size})")
+    group.add_argument("--cache-flatness", type=float,
+                       help=f"cache: how sharply the most similar positions dominate (default {d.flatness})")
+    group.add_argument("--cache-mix", type=float, help=f"cache: the cache's weight in the mixture (default {d.mix})")
+
+
+def adapt_config(args: argparse.Namespace) -> Any:
+    """The AdaptConfig the flags of ``add_adapt_flags`` ask for, or None for ``--adapt off``."""
+    from lstmgen.evaluation.adapt import as_adapt_config
+
+    return as_adapt_config(args.adapt, lr=args.adapt_lr, decay=args.adapt_decay, segment=args.adapt_segment,
+                           cache_size=args.cache_size, flatness=args.cache_flatness, mix=args.cache_mix)

@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 from lstmgen import __version__
 from lstmgen.cli import inspect as inspect_command
 from lstmgen.cli import tool_commands
-from lstmgen.cli.flags import add_settings_flags
+from lstmgen.cli.flags import add_adapt_flags, add_settings_flags
 from lstmgen.cli.progress import ProgressBar
 from lstmgen.cli.run_commands import cmd_cache, cmd_demo, cmd_eval, cmd_generate, cmd_train
 from lstmgen.config import PRECISIONS, PRESETS, SCRIPT_CHOICES
@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="seed for the quality samples")
     p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_adapt_flags(p, default="off", what="also score with the model adapting to the text as it reads it, "
+                                           "strictly online; the plain score is printed beside it")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("generate", help="write text with a trained run")
@@ -73,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--script", default="keep", choices=SCRIPT_CHOICES,
                    help="write in simplified or traditional characters (OpenCC); keep: the run's own. Prompts are "
                         "always converted to the script the run trained on")
+    p.add_argument("--context", metavar="FILE",
+                   help="read this text (a chapter, say) first, adapting to it as --adapt says, then continue "
+                        "the prompt after it")
+    add_adapt_flags(p, default="both", what="with --context, how the model adapts to it")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("demo", help="fetch a public-domain corpus, train a few minutes, write a sample")

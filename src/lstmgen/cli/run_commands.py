@@ -73,13 +73,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lstmgen.evaluation.score import describe_oov
     from lstmgen.model.run_dir import load_run
 
+    from lstmgen.cli.flags import adapt_config
+
+    adapt = adapt_config(args)
     run = load_run(args.run, device=pick_device(args.device))
-    evaluation = evaluate_run(run, args.path, split=args.split)
-    score = evaluation.score
+    evaluation = evaluate_run(run, args.path, split=args.split, adapt=adapt)
+    score, plain = evaluation.score, evaluation.plain
     if evaluation.warning:
         print(f"warning: {evaluation.text} {evaluation.warning}, so its score flatters the model; "
               f"`lstmgen eval {args.run}` scores the held-out test split", file=sys.stderr)
-    result = {"text": evaluation.text, **score.as_dict()}
+    result = {"text": evaluation.text, **score.as_dict(), "seconds": evaluation.seconds}
+    if plain is not None:  # the adapted score is the result; the plain one beside it, same weights, same tokens
+        result.update(adapt=evaluation.adapt.as_dict(), **plain.as_dict("plain_"),
+                      plain_seconds=evaluation.plain_seconds)
     if evaluation.trained_on:
         result["trained_on"] = evaluation.trained_on
     if evaluation.seen_in_training is not None:
@@ -95,12 +101,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result, ensure_ascii=False, indent=1))
     else:
         rows = [("perplexity", f"{score.perplexity:.2f}"), ("bits per char", f"{score.bits_per_char:.4f}")]
+        if plain is not None:
+            rows.insert(0, ("adapted with", f"{evaluation.adapt.mode} (docs/adaptation.md)"))
         if evaluation.has_unknown_costs:  # the train split's are not gathered: its score is no held-out result
             rows.append(("open bits per char", f"{score.open_bits_per_char:.4f} (<unk> words spelled out)"))
+        if plain is not None:
+            rows += [("plain perplexity", f"{plain.perplexity:.2f} (no adaptation)"),
+                     ("plain bits per char", f"{plain.bits_per_char:.4f} (no adaptation)")]
         rows += [("OOV rate", describe_oov(score.oov_rate, score.unknown_share)), ("tokens", f"{score.tokens:,}"),
                  ("characters", f"{score.characters:,}")]
         rows += [(key[7:], f"{value:.4f}" if isinstance(value, float)
                   else str(value).replace("\n", "\\n")) for key, value in result.items() if key.startswith("sample_")]
+        if plain is not None:
+            rows.append(("seconds", f"{evaluation.seconds:.1f} adapted, {evaluation.plain_seconds:.1f} plain"))
         print(evaluation.text)
         for name, value in rows:
             print(f"  {name:<20} {value}")
@@ -150,7 +163,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     def on_text(row: int, piece: str) -> None:
         show(piece)
 
-    texts = generate(run.model, run.tokenizer, run.vocab, prompts, config, on_text=on_text if stream else None)
+    context = adapt = None
+    if args.context:
+        from lstmgen.cli.flags import adapt_config
+        from lstmgen.text.script import run_script
+        from lstmgen.text.splitting import read_texts
+
+        adapt = adapt_config(args)
+        # read as training read its text (the same cleaning), in the run's script
+        context = convert_script("\n".join(read_texts(args.context, run.config.data)),
+                                 run_script(run.config.data.script, run.info))
+    texts = generate(run.model, run.tokenizer, run.vocab, prompts, config, on_text=on_text if stream else None,
+                     context=context, adapt=adapt)
     texts = [convert_script(text, script) for text in texts]
     if stream:
         show("\n", flush=True)

@@ -7,11 +7,13 @@ or one whose lines the training split has word for word, flatters the model).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
 from lstmgen.errors import LstmgenError
+from lstmgen.evaluation.adapt import AdaptConfig, score_adapted
 from lstmgen.evaluation.score import Score, score_ids
 from lstmgen.model.run_dir import TrainedRun
 from lstmgen.text.overlap import MIN_MATCH_LINE, share_in_training
@@ -34,6 +36,10 @@ class Evaluation:
     seen_in_training: Optional[float] = None  # share of the text's long lines found in the training split
     has_unknown_costs: bool = True  # the open-vocabulary score was counted (not for the training split)
     corpus: Optional[str] = None  # the run's corpus
+    seconds: float = 0.0  # how long scoring took (the adapted scoring, with ``adapt``)
+    adapt: Optional[AdaptConfig] = None  # how the model adapted as it read; None: it did not
+    plain: Optional[Score] = None  # with ``adapt``: the score without adaptation, same weights and tokens
+    plain_seconds: Optional[float] = None  # ...and how long it took
 
     @property
     def warning(self) -> Optional[str]:
@@ -46,8 +52,11 @@ class Evaluation:
         return None
 
 
-def evaluate_run(run: TrainedRun, path: Union[str, Path, None] = None, *, split: str = "test") -> Evaluation:
-    """Score ``run`` on the text at ``path``, or on ``split`` of the corpus it was trained on.
+def evaluate_run(run: TrainedRun, path: Union[str, Path, None] = None, *, split: str = "test",
+                 adapt: Optional[AdaptConfig] = None) -> Evaluation:
+    """Score ``run`` on the text at ``path``, or on ``split`` of the corpus it was trained on; with
+    ``adapt``, also with the model adapting to the text as it reads it (``evaluation.adapt``), and then
+    ``score`` is the adapted score and ``plain`` the one without.
 
     Raises:
         LstmgenError: the run's corpus is not on this machine or changed since (without ``path``), or the
@@ -74,6 +83,14 @@ def evaluate_run(run: TrainedRun, path: Union[str, Path, None] = None, *, split:
         trained_on, seen = [], None
     if len(ids) < 2:
         raise LstmgenError(f"{what}: too little text to score")
+    start = time.perf_counter()
     score = score_ids(run.model, ids, characters=characters, unknowns=unknowns)
-    return Evaluation(score=score, text=what, trained_on=trained_on, seen_in_training=seen,
-                      has_unknown_costs=unknowns is not None, corpus=corpus)
+    seconds = time.perf_counter() - start
+    evaluation = Evaluation(score=score, text=what, trained_on=trained_on, seen_in_training=seen,
+                            has_unknown_costs=unknowns is not None, corpus=corpus, seconds=seconds)
+    if adapt is not None:
+        start = time.perf_counter()
+        evaluation.score = score_adapted(run.model, ids, adapt, characters=characters, unknowns=unknowns)
+        evaluation.seconds = time.perf_counter() - start
+        evaluation.adapt, evaluation.plain, evaluation.plain_seconds = adapt, score, seconds
+    return evaluation

@@ -13,6 +13,8 @@ import torch
 
 from lstmgen.config import PRECISIONS
 from lstmgen.errors import LstmgenError
+from lstmgen.evaluation.adapt import AdaptConfig
+from lstmgen.generation.context import AdaptedSteps, ContextReading, context_ids
 from lstmgen.generation.cpu_step import OneTokenSteps, StepWeights, Threads, resolve_precision
 from lstmgen.generation.sampling import _NgramIndex, row_generators, sample_next
 from lstmgen.model.lstm import LSTMLM
@@ -230,6 +232,8 @@ def generate(
     *,
     on_text: Optional[Callable[[int, str], None]] = None,
     weights: Optional[StepWeights] = None,
+    context: Optional[str] = None,
+    adapt: Optional[AdaptConfig] = None,
 ) -> list[str]:
     """Continue each prompt ``config.num_samples`` times, all rows as one batch.
 
@@ -240,6 +244,9 @@ def generate(
             generating (a server does when its client goes away); the exception propagates.
         weights: on a CPU, the model's matrices prepared once (``StepWeights``) for many calls, at the
             precision ``config.precision`` comes to; built for this call when left out.
+        context: text the model reads before each prompt (``generation.context``); the prompts continue it.
+        adapt: how the model adapts to the context as it reads it (None: it only carries its state on).
+            The adapted output layer then runs in fp32, whatever ``precision`` gives the LSTM.
 
     Returns:
         one text per row (prompt i's samples are rows i*num_samples ... ), each the prompt
@@ -262,12 +269,16 @@ def generate(
             torch.set_num_threads(1)  # and KernelThreads gives the kernel more; Threads restores the count
         # on a GPU, nn.LSTM (cuDNN) and the model's own output layer are the fast ones
         steps = OneTokenSteps(model, weights=weights, kernel_threads=threads) if cpu else None
-        return _generate(model, tokenizer, vocab, prompts, config, device, steps, on_text)
+        reading = None
+        if context is not None:
+            model.eval()
+            reading = ContextReading(model, context_ids(context, tokenizer, vocab), adapt, device)
+        return _generate(model, tokenizer, vocab, prompts, config, device, steps, on_text, reading)
 
 
 def _generate(model: LSTMLM, tokenizer: Tokenizer, vocab: Vocab, prompts: Sequence[str], config: GenerateConfig,
               device: torch.device, steps: Optional[OneTokenSteps],
-              on_text: Optional[Callable[[int, str], None]]) -> list[str]:
+              on_text: Optional[Callable[[int, str], None]], reading: Optional[ContextReading] = None) -> list[str]:
     model.eval()
     # a fresh seed from the OS, not torch.seed(): that would reseed the global RNG as a side effect
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**63)
@@ -279,10 +290,15 @@ def _generate(model: LSTMLM, tokenizer: Tokenizer, vocab: Vocab, prompts: Sequen
     rows: list[_Row] = []
     states = []
     last_logp = []
+    readers = []
     for prompt in prompts:  # prompts differ in length: run each once, then batch the samples
         ids = encode_prompt(prompt, tokenizer, vocab)
-        features, (h, c) = model.features(torch.tensor([ids], device=device))
-        logp = model.log_probs(features[:, -1])  # (1, V)
+        if reading is not None:
+            (h, c), logp, reader = reading.start(ids)
+            readers += [reader] if reader is not None else []
+        else:
+            features, (h, c) = model.features(torch.tensor([ids], device=device))
+            logp = model.log_probs(features[:, -1])  # (1, V)
         for _ in range(config.num_samples):
             writer = _Writer(tokenizer)
             if prompt:
@@ -300,14 +316,15 @@ def _generate(model: LSTMLM, tokenizer: Tokenizer, vocab: Vocab, prompts: Sequen
     for i, row in enumerate(rows):
         seen[i, row.history] = True
 
-    _sample_loop(model, vocab, config, rows, h, c, logp, seen, heads, generators, device, steps, on_text)
+    adapted = AdaptedSteps(model, readers, config.num_samples) if readers else None
+    _sample_loop(model, vocab, config, rows, h, c, logp, seen, heads, generators, device, steps, on_text, adapted)
     return [row.writer.text for row in rows]
 
 
 def _sample_loop(model: LSTMLM, vocab: Vocab, config: GenerateConfig, rows: list["_Row"], h: torch.Tensor,
                  c: torch.Tensor, logp: torch.Tensor, seen: torch.Tensor, heads: Optional[torch.Tensor],
                  generators: list[torch.Generator], device: torch.device, steps: Optional[OneTokenSteps],
-                 on_text: Optional[Callable[[int, str], None]]) -> None:
+                 on_text: Optional[Callable[[int, str], None]], adapted: Optional[AdaptedSteps] = None) -> None:
     """Sample a token for every row, write it, feed it back; until every row is done."""
     unk = vocab.unk_id
     newline = vocab.token_to_id("\n")
@@ -369,3 +386,5 @@ def _sample_loop(model: LSTMLM, vocab: Vocab, config: GenerateConfig, rows: list
         else:
             features, (h, c) = model.features(torch.tensor(next_ids, device=device).unsqueeze(1), (h, c))
             logp = model.log_probs(features[:, -1]).float().cpu()
+        if adapted is not None:  # the distribution after a context: the adapted one
+            logp = adapted(next_ids, (h, c))
