@@ -68,12 +68,11 @@ def _print_summary(run_dir: Path) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from lstmgen.cli.flags import adapt_config
     from lstmgen.device import pick_device
     from lstmgen.evaluation.evaluate import evaluate_run
     from lstmgen.evaluation.score import describe_oov
     from lstmgen.model.run_dir import load_run
-
-    from lstmgen.cli.flags import adapt_config
 
     adapt = adapt_config(args)
     run = load_run(args.run, device=pick_device(args.device))
