@@ -35,6 +35,10 @@ from lstmgen.tokens.open_vocab import Unknowns
 
 ADAPT_MODES = ("off", "dynamic", "cache", "both")
 
+# The transform's learning rate as a share of the bias's (``--adapt-lr``), chosen on validation with the
+# rest: at the bias's own rate the transform's steps overshoot and the score gets worse as it reads.
+TRANSFORM_RATE = 0.2
+
 
 @dataclass
 class AdaptConfig:
@@ -42,9 +46,9 @@ class AdaptConfig:
     the shared classics (bench/adapt_tune.py; BENCHMARKS.md, "Adapting to the text read")."""
 
     mode: str = "both"  # off | dynamic | cache | both
-    lr: float = 0.03  # dynamic: learning rate of the step after each segment (per token of it)
-    decay: float = 0.003  # dynamic: share of the adaptation forgotten after each segment
-    segment: int = 64  # dynamic: tokens scored between two steps
+    lr: float = 0.3  # dynamic: learning rate of the step after each segment (per token of it)
+    decay: float = 0.01  # dynamic: share of the adaptation forgotten after each segment
+    segment: int = 32  # dynamic: tokens scored between two steps
     cache_size: int = 2000  # cache: recent positions remembered per row
     flatness: float = 0.5  # cache: theta, how sharply the most similar positions dominate
     mix: float = 0.1  # cache: lambda, the cache's weight in the mixture
@@ -169,10 +173,10 @@ class AdaptingReader:
             if self.transform is not None:
                 keep, lr = 1 - self.config.decay, self.config.lr
                 # The transform's step is divided by the window's mean squared feature norm (as in the
-                # normalised LMS filter): what it moves a log-probability by then does not grow with the
-                # width of the features, so one rate serves it and the bias, at any model size.
+                # normalised LMS filter), so that what it moves a log-probability by does not grow with
+                # the width of the features, and scaled by TRANSFORM_RATE against the bias's.
                 norm = (features.square().sum(-1) * valid).sum(-1) / valid.sum(-1).clamp_min(1)  # (rows,)
-                step = lr / norm.clamp_min(1e-6)
+                step = TRANSFORM_RATE * lr / norm.clamp_min(1e-6)
                 self.transform.sub_(step[:, None, None] * grad_transform).mul_(keep)
                 self.bias.sub_(lr * grad_bias).mul_(keep)
             if self.config.cache:
