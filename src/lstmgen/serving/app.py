@@ -25,15 +25,15 @@ of lstmgen start without loading them.
 # No ``from __future__ import annotations`` here: FastAPI reads the request model from the endpoint
 # annotations at runtime, and that model is built inside create_app (pydantic is imported lazily).
 
-import json
 import logging
 import random
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from lstmgen.errors import LstmgenError
 from lstmgen.serving.desk import ClientGone, ModelDesk, ServerBusy
+from lstmgen.serving.transport import BodyLimit, client_leaves, merge_text, ndjson_line
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -257,7 +257,7 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
         prompts, config = await run_in_threadpool(job, body)
         gone = threading.Event()
         writing = asyncio.ensure_future(run_in_threadpool(desk.write, prompts, config, cancelled=gone))
-        leaving = asyncio.ensure_future(_client_leaves(request))
+        leaving = asyncio.ensure_future(client_leaves(request))
         try:
             await asyncio.wait({writing, leaving}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -308,12 +308,12 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
         async def events() -> Any:
             try:
                 rows = [{"row": i, "prompt": p} for i, p in enumerate(row_prompts(prompts, config))]
-                yield _line({"event": "start", "seed": config.seed, "rows": rows})
+                yield ndjson_line({"event": "start", "seed": config.seed, "rows": rows})
                 while True:
                     batch = [await queue.get()]
                     while not queue.empty():  # send what piled up as one chunk: fewer, larger writes
                         batch.append(queue.get_nowait())
-                    yield "".join(_line(item) for item in _merge_text(batch))
+                    yield "".join(ndjson_line(item) for item in merge_text(batch))
                     if any(item["event"] != "text" for item in batch):
                         break
                 await worker
@@ -323,64 +323,8 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
         return StreamingResponse(events(), media_type="application/x-ndjson",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-    app.add_middleware(_BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     return app
-
-
-class _BodyLimit:
-    """ASGI middleware: refuse request bodies over ``max_bytes`` with a 413, declared or streamed."""
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        from fastapi import HTTPException
-        from fastapi.responses import JSONResponse
-
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_large = f"request body over {self.max_bytes} bytes"
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await JSONResponse({"detail": too_large}, status_code=413)(scope, receive, send)
-            return
-        received = 0
-
-        async def counted_receive() -> dict:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:  # a chunked body declares no length: count it as it comes
-                    raise HTTPException(status_code=413, detail=too_large)
-            return message
-
-        await self.app(scope, counted_receive, send)
-
-
-async def _client_leaves(request: Any) -> None:
-    """Return once the client of ``request`` (whose body has been read) has closed its connection."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-def _line(item: dict) -> str:
-    return json.dumps(item, ensure_ascii=False) + "\n"
-
-
-def _merge_text(items: list[dict]) -> list[dict]:
-    """One text event per row for the pieces that piled up (rows are independent, so only the order
-    within a row matters), then the closing event if there is one."""
-    texts: dict[int, str] = {}
-    closing = []
-    for item in items:
-        if item["event"] == "text":
-            texts[item["row"]] = texts.get(item["row"], "") + item["text"]
-        else:
-            closing.append(item)
-    return [{"event": "text", "row": row, "text": text} for row, text in texts.items()] + closing
 
 
 def serve(run: Union[str, Path], *, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",
