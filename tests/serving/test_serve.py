@@ -449,7 +449,7 @@ def test_the_model_is_free_as_soon_as_the_client_it_writes_for_leaves(trained: P
     desk = app.state.desk
     write, ended = desk.write, []
 
-    def slow_write(prompts, config, *, on_text=None, cancelled=None):
+    def slow_write(prompts, config, *, on_text=None, cancelled=None, **reading):
         def slow(row: int, piece: str) -> None:
             if on_text is not None:
                 on_text(row, piece)
@@ -457,7 +457,7 @@ def test_the_model_is_free_as_soon_as_the_client_it_writes_for_leaves(trained: P
                 time.sleep(0.002)  # 8 rows x 5,000 characters: over a minute
 
         try:
-            result = write(prompts, config, on_text=slow, cancelled=cancelled)
+            result = write(prompts, config, on_text=slow, cancelled=cancelled, **reading)
         except Exception as err:
             ended.append((config.length, type(err).__name__))
             raise
