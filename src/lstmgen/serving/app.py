@@ -298,7 +298,9 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
     async def generate_stream(body: GenerateRequest) -> StreamingResponse:
         import asyncio
 
-        prompts, config, context, adapt = job(body)
+        # in a thread, as /generate does: converting a long context to the run's script must not hold
+        # up the event loop, which answers /health and every other client
+        prompts, config, context, adapt = await run_in_threadpool(job, body)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         gone = threading.Event()
