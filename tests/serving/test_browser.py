@@ -149,6 +149,18 @@ def test_a_person_types_a_prompt_and_watches_the_text_appear(browser, server: st
     if os.environ.get("LSTMGEN_SCREENSHOT"):
         Path(os.environ["LSTMGEN_SCREENSHOT"]).write_bytes(png)
 
+    # a chapter to read first: the page sends the context and the adapt setting with the rest
+    context = make_text(7, 20)
+    expected = get_json(server + "/generate", {"prompt": "郭靖", "length": 120, "num_samples": 2, "seed": 7,
+                                               "stop_at": "sentence", "context": context, "adapt": "cache"})["texts"]
+    assert expected != shown  # so the page's text below tells whether the context went with the request
+    browser.find_element(By.CSS_SELECTOR, "#context-box summary").click()
+    fill(browser, "context", context)
+    Select(browser.find_element(By.ID, "adapt")).select_by_value("cache")
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: [p.text for p in d.find_elements(By.CSS_SELECTOR, ".sample .text")] == expected and all(
+        card.get_attribute("data-state") == "done" for card in d.find_elements(By.CSS_SELECTOR, ".sample")))
+
     # a setting the model cannot honour: a readable message, not a broken page
     fill(browser, "acrostic", "鳯")
     browser.find_element(By.ID, "generate").click()

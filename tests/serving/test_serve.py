@@ -17,8 +17,9 @@ pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is not installe
 import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
+from conftest import make_text
 from lstmgen.cli.main import main
-from lstmgen.serving.app import MAX_BODY_BYTES, create_app  # noqa: E402
+from lstmgen.serving.app import MAX_BODY_BYTES, MAX_CONTEXT_CHARS, MAX_PROMPT_CHARS, MAX_PROMPTS, create_app  # noqa: E402
 from lstmgen.serving.desk import MAX_WAITING  # noqa: E402
 
 
@@ -146,6 +147,61 @@ def test_stream_sends_start_text_pieces_and_done_matching_generate(client: TestC
     assert client.post("/generate", json=body).json()["texts"] == texts
 
 
+CONTEXT = make_text(7, 20)  # a chapter the run did not train on, full of the names it knows
+
+
+def test_a_context_is_read_first_and_the_same_seed_writes_the_same_text(client: TestClient):
+    body = {"prompt": "郭靖", "length": 80, "seed": 4, "context": CONTEXT}
+    first = client.post("/generate", json=body).json()
+    text = first["texts"][0]
+    assert text.startswith("郭靖") and len(text) == 2 + 80 and first["prompts"] == ["郭靖"]
+    assert client.post("/generate", json=body).json()["texts"] == [text]
+    without = {k: v for k, v in body.items() if k != "context"}
+    assert client.post("/generate", json=without).json()["texts"] != [text]  # the context was read
+
+
+def test_the_server_writes_after_a_context_what_the_api_writes(client: TestClient, trained: Path):
+    from lstmgen import load
+
+    run = load(trained)
+    written = {}
+    for adapt in ("cache", "off", "both"):
+        body = {"prompt": "郭靖", "length": 120, "seed": 4, "context": CONTEXT, "adapt": adapt}
+        written[adapt] = client.post("/generate", json=body).json()["texts"][0]
+        assert written[adapt] == run.generate("郭靖", length=120, seed=4, context=CONTEXT, adapt=adapt), adapt
+    assert len(set(written.values())) == 3  # each mode writes its own text: adapt reaches the generator
+
+
+def test_the_stream_reads_a_context_too(client: TestClient):
+    body = {"prompts": ["郭靖", "黄蓉"], "length": 40, "seed": 2, "context": CONTEXT, "adapt": "cache"}
+    events = stream_events(client, body)
+    assert events[0]["event"] == "start" and events[-1]["event"] == "done"
+    texts = events[-1]["texts"]
+    assert texts == client.post("/generate", json=body).json()["texts"]
+    without = {k: v for k, v in body.items() if k != "context"}
+    assert stream_events(client, without)[-1]["texts"] != texts
+
+
+def test_a_context_over_the_limit_is_refused_naming_the_limit(client: TestClient):
+    assert client.get("/info").json()["limits"]["context_chars"] == MAX_CONTEXT_CHARS
+    for path in ("/generate", "/generate/stream"):
+        response = client.post(path, json={"context": "郭" * (MAX_CONTEXT_CHARS + 1), "length": 5})
+        assert response.status_code == 422, path
+        detail = response.json()["detail"]
+        assert detail.startswith("context:") and str(MAX_CONTEXT_CHARS) in detail and "\n" not in detail
+    assert client.post("/generate", json={"context": "郭" * MAX_CONTEXT_CHARS, "length": 5}).status_code == 200
+
+
+def test_a_request_with_every_text_at_its_longest_fits_the_body_limit(client: TestClient):
+    # escaped as \uXXXX, as Python's json and many clients send non-ASCII text: 6 bytes a character
+    body = {"context": "郭" * MAX_CONTEXT_CHARS, "prompts": ["黄" * MAX_PROMPT_CHARS] * MAX_PROMPTS, "length": 1,
+            "adapt": "off", "top_k": 40, "top_p": 0.95, "temperature": 0.8, "seed": 1}
+    content = json.dumps(body, ensure_ascii=True, indent=1).encode()
+    assert 64 * 1024 < len(content) <= MAX_BODY_BYTES
+    response = client.post("/generate", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 200 and len(response.json()["texts"]) == MAX_PROMPTS
+
+
 @pytest.mark.parametrize("body, field", [
     ({"length": 0}, "length"),
     ({"length": 5001}, "length"),
@@ -162,6 +218,8 @@ def test_stream_sends_start_text_pieces_and_done_matching_generate(client: TestC
     ({"acrostic": "鳯"}, "never saw"),
     ({"prompts": ["a", "b", "c"], "num_samples": 6}, "16 texts"),
     ({"prompt": "郭", "prompts": ["黄"]}, "not both"),
+    ({"context": " \n "}, "empty"),
+    ({"context": "郭靖说道。", "adapt": "all"}, "adapt"),
 ])
 def test_bad_requests_get_422_with_a_one_line_message(client: TestClient, body: dict, field: str):
     for path in ("/generate", "/generate/stream"):
@@ -391,7 +449,7 @@ def test_the_model_is_free_as_soon_as_the_client_it_writes_for_leaves(trained: P
     desk = app.state.desk
     write, ended = desk.write, []
 
-    def slow_write(prompts, config, *, on_text=None, cancelled=None):
+    def slow_write(prompts, config, *, on_text=None, cancelled=None, **reading):
         def slow(row: int, piece: str) -> None:
             if on_text is not None:
                 on_text(row, piece)
@@ -399,7 +457,7 @@ def test_the_model_is_free_as_soon_as_the_client_it_writes_for_leaves(trained: P
                 time.sleep(0.002)  # 8 rows x 5,000 characters: over a minute
 
         try:
-            result = write(prompts, config, on_text=slow, cancelled=cancelled)
+            result = write(prompts, config, on_text=slow, cancelled=cancelled, **reading)
         except Exception as err:
             ended.append((config.length, type(err).__name__))
             raise

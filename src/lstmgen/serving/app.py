@@ -14,7 +14,10 @@ One model serves every request, and one request writes at a time (``desk.ModelDe
 generations at once only fight over the same cores, and each would take longer than both in turn. The
 LSTM state lives inside each ``generate`` call, so requests never see each other's text.
 
-Bad settings get a 422 whose ``detail`` is one readable line; bodies over 64 KiB get a 413; past
+A request may carry a ``context``, a text (a chapter, say) the model reads before the prompts, and
+``adapt``, how it adapts to that text as it reads (``generation.context``, docs/adaptation.md).
+
+Bad settings get a 422 whose ``detail`` is one readable line; bodies over MAX_BODY_BYTES get a 413; past
 MAX_WAITING waiting requests, a 503 with Retry-After. The server listens on 127.0.0.1 unless told
 otherwise; it has no login, so only open it to people you trust.
 
@@ -25,15 +28,15 @@ of lstmgen start without loading them.
 # No ``from __future__ import annotations`` here: FastAPI reads the request model from the endpoint
 # annotations at runtime, and that model is built inside create_app (pydantic is imported lazily).
 
-import json
 import logging
 import random
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from lstmgen.errors import LstmgenError
 from lstmgen.serving.desk import ClientGone, ModelDesk, ServerBusy
+from lstmgen.serving.transport import BodyLimit, client_leaves, merge_text, ndjson_line
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -65,7 +68,13 @@ MAX_PROMPT_CHARS = 2000
 MAX_ACROSTIC = 64
 
 
-MAX_BODY_BYTES = 64 * 1024
+MAX_CONTEXT_CHARS = 20_000  # a chapter or two, read before the prompts
+
+
+# Room for a request with every text field at its longest, each character written as a \uXXXX escape
+# (6 bytes: what JSON encoders that escape non-ASCII text send; raw UTF-8 Chinese takes 3), and for the
+# keys and numbers around them. Still a limit: nothing longer is ever read into memory.
+MAX_BODY_BYTES = 6 * (MAX_CONTEXT_CHARS + MAX_PROMPTS * MAX_PROMPT_CHARS + MAX_ACROSTIC) + 16 * 1024
 
 
 MAX_SEED = 2**53 - 1  # the largest integer a JavaScript page can hold exactly
@@ -120,8 +129,8 @@ def run_info(run: "Run") -> dict[str, Any]:
         "best_valid": min(valid, key=lambda r: r["valid_nll"]) if valid else None,
         "test": test,
         "limits": {"length": MAX_LENGTH, "num_samples": MAX_SAMPLES, "prompts": MAX_PROMPTS, "rows": MAX_ROWS,
-                   "prompt_chars": MAX_PROMPT_CHARS, "acrostic_chars": MAX_ACROSTIC, "body_bytes": MAX_BODY_BYTES,
-                   "seed": MAX_SEED},
+                   "prompt_chars": MAX_PROMPT_CHARS, "acrostic_chars": MAX_ACROSTIC,
+                   "context_chars": MAX_CONTEXT_CHARS, "body_bytes": MAX_BODY_BYTES, "seed": MAX_SEED},
     }
 
 
@@ -157,6 +166,7 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
     from starlette.concurrency import run_in_threadpool
 
     from lstmgen import __version__
+    from lstmgen.evaluation.adapt import ADAPT_MODES, AdaptConfig, as_adapt_config
     from lstmgen.generation.cpu_step import StepWeights, resolve_precision
     from lstmgen.generation.generate import GenerateConfig, check_request, prompts_for_run
 
@@ -190,11 +200,22 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
         num_samples: int = Field(defaults.num_samples, ge=1, le=MAX_SAMPLES, description="samples per prompt")
         acrostic: Optional[str] = Field(None, max_length=MAX_ACROSTIC,
                                         description="line i begins with character i of this text")
+        context: Optional[str] = Field(None, max_length=MAX_CONTEXT_CHARS,
+                                       description="text the model reads first (a chapter); the prompts continue it")
+        adapt: Literal[ADAPT_MODES] = Field("both", description="how the model adapts to the context as it "
+                                            "reads it: off | dynamic | cache | both (only with a context)")
 
-    def job(body: GenerateRequest) -> tuple[list[str], GenerateConfig]:
-        """Request -> prompts and config, refusing (422) what generate() would refuse, before any text."""
+    def job(body: GenerateRequest) -> tuple[list[str], GenerateConfig, Optional[str], Optional[AdaptConfig]]:
+        """Request -> prompts, config, context and adapt, refusing (422) what generate() would refuse,
+        before any text."""
         if body.prompts is not None and body.prompt:
             raise LstmgenError("give prompt or prompts, not both")
+        context = adapt = None
+        if body.context is not None:
+            if not body.context.strip():
+                raise LstmgenError("context: it is empty; give some text to read first, or leave it out")
+            context = prompts_for_run([body.context], loaded)[0]  # read in the run's script, as prompts are
+            adapt = as_adapt_config(body.adapt)
         prompts = prompts_for_run(list(body.prompts) if body.prompts is not None else [body.prompt], loaded)
         if len(prompts) * body.num_samples > MAX_ROWS:
             raise LstmgenError(f"{len(prompts)} prompts x {body.num_samples} samples is over the {MAX_ROWS} "
@@ -207,7 +228,7 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
                                 precision=precision)
         check_request(prompts, config, loaded.tokenizer, loaded.vocab)
         desk.admit()  # last: a request refused above never holds a place in the queue
-        return prompts, config
+        return prompts, config, context, adapt
 
     def row_prompts(prompts: list[str], config: GenerateConfig) -> list[str]:
         return [p.strip() for p in prompts for _ in range(config.num_samples)]
@@ -244,7 +265,7 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
     @app.get("/info")
     async def info() -> dict:
         return {**run_info(loaded), "lstmgen_version": __version__, "precision": precision_used,
-                "defaults": GenerateRequest().model_dump(exclude={"prompts", "seed", "acrostic"})}
+                "defaults": GenerateRequest().model_dump(exclude={"prompts", "seed", "acrostic", "context"})}
 
     @app.exception_handler(ClientGone)
     async def client_gone(request: Request, err: ClientGone) -> Response:
@@ -254,10 +275,11 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
     async def generate_all(body: GenerateRequest, request: Request) -> dict:
         import asyncio
 
-        prompts, config = await run_in_threadpool(job, body)
+        prompts, config, context, adapt = await run_in_threadpool(job, body)
         gone = threading.Event()
-        writing = asyncio.ensure_future(run_in_threadpool(desk.write, prompts, config, cancelled=gone))
-        leaving = asyncio.ensure_future(_client_leaves(request))
+        writing = asyncio.ensure_future(run_in_threadpool(desk.write, prompts, config, cancelled=gone,
+                                                          context=context, adapt=adapt))
+        leaving = asyncio.ensure_future(client_leaves(request))
         try:
             await asyncio.wait({writing, leaving}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -276,7 +298,9 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
     async def generate_stream(body: GenerateRequest) -> StreamingResponse:
         import asyncio
 
-        prompts, config = job(body)
+        # in a thread, as /generate does: converting a long context to the run's script must not hold
+        # up the event loop, which answers /health and every other client
+        prompts, config, context, adapt = await run_in_threadpool(job, body)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         gone = threading.Event()
@@ -292,7 +316,8 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
 
         def work() -> None:
             try:
-                texts, seconds = desk.write(prompts, config, on_text=on_text, cancelled=gone)
+                texts, seconds = desk.write(prompts, config, on_text=on_text, cancelled=gone, context=context,
+                                            adapt=adapt)
                 put({"event": "done", "seed": config.seed, "texts": texts, "seconds": round(seconds, 3)})
             except ClientGone:
                 logger.info("a client left mid-stream; stopped writing for it")
@@ -308,12 +333,12 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
         async def events() -> Any:
             try:
                 rows = [{"row": i, "prompt": p} for i, p in enumerate(row_prompts(prompts, config))]
-                yield _line({"event": "start", "seed": config.seed, "rows": rows})
+                yield ndjson_line({"event": "start", "seed": config.seed, "rows": rows})
                 while True:
                     batch = [await queue.get()]
                     while not queue.empty():  # send what piled up as one chunk: fewer, larger writes
                         batch.append(queue.get_nowait())
-                    yield "".join(_line(item) for item in _merge_text(batch))
+                    yield "".join(ndjson_line(item) for item in merge_text(batch))
                     if any(item["event"] != "text" for item in batch):
                         break
                 await worker
@@ -323,64 +348,8 @@ def create_app(run: Union[str, Path, "Run"], *, device: str = "cpu", precision: 
         return StreamingResponse(events(), media_type="application/x-ndjson",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-    app.add_middleware(_BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     return app
-
-
-class _BodyLimit:
-    """ASGI middleware: refuse request bodies over ``max_bytes`` with a 413, declared or streamed."""
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        from fastapi import HTTPException
-        from fastapi.responses import JSONResponse
-
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_large = f"request body over {self.max_bytes} bytes"
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await JSONResponse({"detail": too_large}, status_code=413)(scope, receive, send)
-            return
-        received = 0
-
-        async def counted_receive() -> dict:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:  # a chunked body declares no length: count it as it comes
-                    raise HTTPException(status_code=413, detail=too_large)
-            return message
-
-        await self.app(scope, counted_receive, send)
-
-
-async def _client_leaves(request: Any) -> None:
-    """Return once the client of ``request`` (whose body has been read) has closed its connection."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-def _line(item: dict) -> str:
-    return json.dumps(item, ensure_ascii=False) + "\n"
-
-
-def _merge_text(items: list[dict]) -> list[dict]:
-    """One text event per row for the pieces that piled up (rows are independent, so only the order
-    within a row matters), then the closing event if there is one."""
-    texts: dict[int, str] = {}
-    closing = []
-    for item in items:
-        if item["event"] == "text":
-            texts[item["row"]] = texts.get(item["row"], "") + item["text"]
-        else:
-            closing.append(item)
-    return [{"event": "text", "row": row, "text": text} for row, text in texts.items()] + closing
 
 
 def serve(run: Union[str, Path], *, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 if TYPE_CHECKING:
 
+    from lstmgen.evaluation.adapt import AdaptConfig
     from lstmgen.generation.cpu_step import StepWeights
     from lstmgen.generation.generate import GenerateConfig
     from lstmgen.model.run_dir import TrainedRun as Run
@@ -96,8 +97,13 @@ class ModelDesk:
 
     def write(self, prompts: list[str], config: "GenerateConfig", *,
               on_text: Optional[Callable[[int, str], None]] = None,
-              cancelled: Optional[threading.Event] = None) -> tuple[list[str], float]:
+              cancelled: Optional[threading.Event] = None, context: Optional[str] = None,
+              adapt: Optional["AdaptConfig"] = None) -> tuple[list[str], float]:
         """Generate under the lock; returns the texts and the seconds spent writing (not waiting).
+
+        ``context`` and ``adapt`` go to ``generate`` as they are: a text read before the prompts (in
+        the run's script), and how the model adapts to it (None: it only carries its state on). The
+        reading happens under the lock too, and is part of the seconds returned.
 
         Once ``cancelled`` is set, it stops: waiting for the lock, or writing at the next token, by
         raising ``ClientGone``.
@@ -120,7 +126,7 @@ class ModelDesk:
                     raise ClientGone()
                 start = time.perf_counter()
                 texts = generate(self.run.model, self.run.tokenizer, self.run.vocab, prompts, config,
-                                 on_text=written, weights=self.step_weights)
+                                 on_text=written, weights=self.step_weights, context=context, adapt=adapt)
                 return texts, time.perf_counter() - start
             finally:
                 self._count(generating=-1)

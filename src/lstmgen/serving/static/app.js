@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const CONTROLS = ["length", "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram",
-  "stop_at", "num_samples", "seed", "acrostic"];
+  "stop_at", "num_samples", "seed", "acrostic", "adapt"];
 const NUMBERS = new Set(["length", "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram",
   "num_samples", "seed"]);
 const STORE = "lstmgen.settings";
@@ -27,10 +27,17 @@ function showValues() {
   }
 }
 
+function showContextCount() {
+  const chars = $("context").value.trim().length;
+  const most = $("context").maxLength;
+  $("context-count").textContent = chars ? `${chars.toLocaleString()} / ${most.toLocaleString()} characters` : "";
+}
+
 function saveSettings() {
   const saved = {};
   for (const id of CONTROLS) saved[id] = $(id).value;
   saved.prompt = $("prompt").value;
+  saved.context = $("context").value;
   saved.multi = $("multi").checked;
   try { localStorage.setItem(STORE, JSON.stringify(saved)); } catch (e) { /* private mode: no memory */ }
 }
@@ -40,6 +47,9 @@ function loadSettings() {
   try { saved = JSON.parse(localStorage.getItem(STORE) || "{}"); } catch (e) { saved = {}; }
   for (const id of CONTROLS) if (typeof saved[id] === "string") $(id).value = saved[id];
   if (typeof saved.prompt === "string") $("prompt").value = saved.prompt;
+  if (typeof saved.context === "string") $("context").value = saved.context;
+  $("context-box").open = $("context").value.trim() !== ""; // a context kept from last time shows
+  showContextCount();
   $("multi").checked = saved.multi === true;
   showValues();
 }
@@ -72,6 +82,8 @@ async function loadInfo() {
     $("length").max = info.limits.length;
     $("num_samples").max = info.limits.num_samples;
     $("prompt").maxLength = info.limits.prompt_chars;
+    $("context").maxLength = info.limits.context_chars;
+    showContextCount();
     $("reset").onclick = () => { applyDefaults(info.defaults); saveSettings(); };
     if (!localStorage.getItem(STORE)) applyDefaults(info.defaults);
   } catch (e) {
@@ -92,6 +104,11 @@ function request() {
     if (body.prompts.length === 0) delete body.prompts;
   } else if (text.trim()) {
     body.prompt = text.trim();
+  }
+  if ($("context").value.trim()) {
+    body.context = $("context").value;
+  } else {
+    delete body.adapt; // it only says how to read a context
   }
   return body;
 }
@@ -151,7 +168,8 @@ async function generate() {
   const controller = new AbortController();
   running = controller;
   setState("writing");
-  $("status").textContent = "writing…";
+  const body = request();
+  $("status").textContent = body.context ? "reading the context…" : "writing…";
   const started = performance.now();
   let cards = [];
   let characters = 0;
@@ -159,7 +177,7 @@ async function generate() {
     const response = await fetch("/generate/stream", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(request()),
+      body: JSON.stringify(body),
       signal: controller.signal,
     });
     if (!response.ok) {
@@ -214,9 +232,12 @@ document.addEventListener("DOMContentLoaded", () => {
   loadInfo();
   $("form").addEventListener("submit", (e) => { e.preventDefault(); generate(); });
   $("stop").addEventListener("click", () => running && running.abort());
-  $("prompt").addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); generate(); }
-  });
+  for (const id of ["prompt", "context"]) {
+    $(id).addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); generate(); }
+    });
+  }
+  $("context").addEventListener("input", () => { showContextCount(); saveSettings(); });
   for (const id of CONTROLS) $(id).addEventListener("input", () => { showValues(); saveSettings(); });
   $("multi").addEventListener("change", saveSettings);
   setState("idle");
