@@ -4,7 +4,7 @@
 # device tool's 600 s a command).
 #   bash bench/gpu_contest.sh prepare                      # here, on the CPU machine, once
 #   bash bench/gpu_check.sh [CORPUS_DIR]                   # on the lent machine, carry [".whl", ".devdata"]
-# 1. CUDA smoke: a tiny train/eval/generate.
+# 1. CUDA smoke: a tiny train/eval/generate, and eval --adapt / generate --context.
 # 2. The NCCL path: torchrun with one process.
 # 3. Step speed at --preset seed: plain fp32 loop vs lstmgen (bf16 autocast, fused Adam) vs adaptive,
 #    with a hand-tuned bf16 loop and lstmgen in fp32 beside them.
@@ -26,6 +26,11 @@ echo "== smoke: tiny run on cuda"
 python3 -m lstmgen -q train "$corpus" --preset tiny --device cuda --epochs 0.05 --out "$runs/smoke"
 python3 -m lstmgen eval "$runs/smoke" --device cuda | tee "$out/smoke.txt"
 python3 -m lstmgen generate "$runs/smoke" --device cuda --prompt 宝玉 --length 40 --seed 1 | tee -a "$out/smoke.txt"
+# adaptation on CUDA (issue 30): eval --adapt both keeps both scores; generate after a context
+python3 -m lstmgen eval "$runs/smoke" --device cuda --adapt both --json | tee -a "$out/smoke.txt"
+head -c 3000 "$(ls "$corpus"/*.txt | head -1)" > "$runs/context.txt" || true
+python3 -m lstmgen generate "$runs/smoke" --device cuda --context "$runs/context.txt" --prompt 宝玉 --length 40 \
+  --seed 1 | tee -a "$out/smoke.txt"
 
 echo "== NCCL: torchrun, one process"
 python3 -m torch.distributed.run --standalone --nproc-per-node 1 -m lstmgen -q train "$corpus" --preset tiny \

@@ -126,3 +126,12 @@ def test_a_context_changes_the_continuation_and_each_mode_is_repeatable(tiny_run
     assert texts["off"] != plain  # the context alone moves the state the prompt starts from
     assert texts["both"] != texts["off"]
     assert run.generate("郭靖", length=80, seed=4, context=context, adapt="both") == texts["both"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_generation_after_a_context_works_at_either_precision_of_the_lstm_step(tiny_run_dir, precision):
+    import lstmgen
+
+    run = lstmgen.load(tiny_run_dir)
+    text = run.generate("郭靖", length=40, seed=1, context="黄蓉笑道桃花岛。" * 5, precision=precision)
+    assert text.startswith("郭靖") and len(text) == len("郭靖") + 40

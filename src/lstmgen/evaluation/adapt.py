@@ -37,7 +37,7 @@ ADAPT_MODES = ("off", "dynamic", "cache", "both")
 
 # The transform's learning rate as a share of the bias's (``--adapt-lr``), chosen on validation with the
 # rest: at the bias's own rate the transform's steps overshoot and the score gets worse as it reads.
-TRANSFORM_RATE = 0.2
+TRANSFORM_RATE = 0.1
 
 
 @dataclass
