@@ -106,6 +106,7 @@ class AdaptingReader:
         # the cache: features of recent positions (keys), the token that followed each, and which are filled
         self.keys = torch.zeros(rows, 0, width, device=device)
         self.values = torch.zeros(rows, 0, dtype=torch.long, device=device)
+        self.last_features: Optional[torch.Tensor] = None  # generation: the features the next token follows
 
     # -- the model's own distribution, adapted --------------------------------------------------------
 
