@@ -49,7 +49,7 @@ class AdaptConfig:
     lr: float = 0.3  # dynamic: learning rate of the step after each segment (per token of it)
     decay: float = 0.01  # dynamic: share of the adaptation forgotten after each segment
     segment: int = 32  # dynamic: tokens scored between two steps
-    cache_size: int = 2000  # cache: recent positions remembered per row
+    cache_size: int = 1000  # cache: recent positions remembered per row
     flatness: float = 0.5  # cache: theta, how sharply the most similar positions dominate
     mix: float = 0.1  # cache: lambda, the cache's weight in the mixture
 
@@ -103,9 +103,12 @@ class AdaptingReader:
         if config.dynamic:
             self.transform = torch.zeros(rows, width, width, device=device)
             self.bias = torch.zeros(rows, self.vocab_size, device=device)
-        # the cache: features of recent positions (keys), the token that followed each, and which are filled
-        self.keys = torch.zeros(rows, 0, width, device=device)
-        self.values = torch.zeros(rows, 0, dtype=torch.long, device=device)
+        # the cache, a ring of slots written in turn (all rows advance together): the features of a recent
+        # position (key) and the token that followed it (value); an empty slot's value is IGNORE_INDEX
+        size = config.cache_size if config.cache else 0
+        self.keys = torch.zeros(rows, size, width, device=device)
+        self.values = torch.full((rows, size), IGNORE_INDEX, dtype=torch.long, device=device)
+        self.next_slot = 0
         self.last_features: Optional[torch.Tensor] = None  # generation: the features the next token follows
 
     # -- the model's own distribution, adapted --------------------------------------------------------
@@ -122,10 +125,10 @@ class AdaptingReader:
 
     # -- the cache ----------------------------------------------------------------------------------
 
-    def _cache_weights(self, queries: torch.Tensor, keys: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """(rows, T, K) weights over the keys (rows, K, F) for queries (rows, T, F): a softmax of
-        flatness x dot product over the allowed keys, zero where none is allowed."""
-        scores = self.config.flatness * torch.bmm(queries.float(), keys.float().transpose(1, 2))
+    @staticmethod
+    def _weights(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """(rows, T, K) weights over the keys: a softmax of the scores (flatness x dot product) over the
+        allowed keys, zero where none is allowed."""
         scores = scores.masked_fill(~allowed, -math.inf)
         any_allowed = allowed.any(dim=-1, keepdim=True)
         return torch.where(any_allowed, torch.softmax(scores.masked_fill(~any_allowed, 0.0), dim=-1), 0.0)
@@ -136,11 +139,14 @@ class AdaptingReader:
         return (1 - mix) * p_model + mix * p_cache
 
     def _remember(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """Add positions (rows, T, F) and the tokens that followed them (rows, T) to the cache; a
-        padding target (IGNORE_INDEX) is kept as a value that no token matches."""
-        size = self.config.cache_size
-        self.keys = torch.cat([self.keys, keys.detach().float()], dim=1)[:, -size:]
-        self.values = torch.cat([self.values, values.long()], dim=1)[:, -size:]
+        """Add positions (rows, T, F) and the tokens that followed them (rows, T) to the cache, in place
+        of the oldest; a padding target (IGNORE_INDEX) takes a slot that no token matches."""
+        size = self.keys.shape[1]
+        keys, values = keys[:, -size:], values[:, -size:]
+        slots = (self.next_slot + torch.arange(keys.shape[1], device=keys.device)) % size
+        self.keys[:, slots] = keys.detach().float()
+        self.values[:, slots] = values.long()
+        self.next_slot = (self.next_slot + keys.shape[1]) % size
 
     # -- reading: score, then learn ---------------------------------------------------------------------
 
@@ -156,17 +162,23 @@ class AdaptingReader:
         safe = targets.clamp(min=0).long()
         if self.transform is not None:
             transform = self.transform.requires_grad_(True)
-            bias = self.bias.requires_grad_(True)
             with torch.enable_grad():
-                logp = self._adapted_log_probs(features)
-                nll_model = -logp.gather(-1, safe[..., None]).squeeze(-1) * valid
-                grad_transform, grad_bias = torch.autograd.grad(nll_model.sum(), (transform, bias))
-            self.transform, self.bias = transform.detach(), bias.detach()
-            nll_model = nll_model.detach()
-        else:
+                rows, length, width = features.shape
+                mapped = features + torch.bmm(features, transform)
+                base = self.model.log_probs(mapped.reshape(rows * length, width)).float().view(rows, length, -1)
+                with torch.no_grad():
+                    # log_softmax(base + bias), and the gradient of the window's summed NLL by hand: with
+                    # respect to the bias and to the base log-probabilities, softmax - one-hot at each target
+                    logp = torch.log_softmax(base + self.bias[:, None, :], dim=-1)
+                    nll_model = -logp.gather(-1, safe[..., None]).squeeze(-1) * valid
+                    grad_logp = logp.exp_().mul_(valid[..., None])
+                    grad_logp.scatter_add_(-1, safe[..., None], -valid[..., None].float())
+                    grad_bias = grad_logp.sum(1)
+                (grad_transform,) = torch.autograd.grad(base, (transform,), grad_outputs=grad_logp)
+            self.transform = transform.detach()
+        else:  # the model as trained: only the targets' costs are needed, not whole distributions
             with torch.no_grad():
-                logp = self._adapted_log_probs(features)
-                nll_model = -logp.gather(-1, safe[..., None]).squeeze(-1) * valid
+                nll_model = self.model.nll(features, targets, reduction="none").float().view(targets.shape)
         with torch.no_grad():
             nll = nll_model
             if self.config.cache:
@@ -187,14 +199,15 @@ class AdaptingReader:
     def _cache_nll(self, features: torch.Tensor, targets: torch.Tensor, nll_model: torch.Tensor) -> torch.Tensor:
         """The NLL of the targets under the model's distribution mixed with the cache's. The cache holds
         the earlier windows' positions, and within this window position t sees positions before t."""
-        rows, length, _ = features.shape
-        earlier = self.keys.shape[1]
-        keys = torch.cat([self.keys, features], dim=1)  # (rows, K + T, F)
+        length = features.shape[1]
+        # scores against the ring (K slots) and against this window's earlier positions, side by side
+        earlier = self.config.flatness * torch.bmm(features, self.keys.transpose(1, 2))  # (rows, T, K)
+        within = self.config.flatness * torch.bmm(features, features.transpose(1, 2))  # (rows, T, T)
         values = torch.cat([self.values, targets.long()], dim=1)  # (rows, K + T)
-        causal = torch.ones(length, earlier + length, dtype=torch.bool, device=features.device)
-        causal[:, earlier:] = torch.ones(length, length, dtype=torch.bool, device=features.device).tril(-1)
-        allowed = causal[None] & (values != IGNORE_INDEX)[:, None, :]  # (rows, T, K + T)
-        weights = self._cache_weights(features, keys, allowed)
+        causal = torch.ones(length, length, dtype=torch.bool, device=features.device).tril(-1)
+        allowed = (values != IGNORE_INDEX)[:, None, :].repeat(1, length, 1)  # (rows, T, K + T)
+        allowed[:, :, self.keys.shape[1]:] &= causal
+        weights = self._weights(torch.cat([earlier, within], dim=2), allowed)
         p_cache = (weights * (values[:, None, :] == targets.long()[..., None])).sum(-1)  # (rows, T)
         has_cache = allowed.any(dim=-1)
         p = self._mix(torch.exp(-nll_model.double()), p_cache.double(), has_cache)
@@ -207,10 +220,11 @@ class AdaptingReader:
         """(rows, V) log-probabilities of the next token given the current features (rows, F)."""
         features = features.float()
         logp = self._adapted_log_probs(features[:, None, :])[:, 0]
-        if not self.config.cache or self.keys.shape[1] == 0:
+        if not self.config.cache:
             return logp
         allowed = (self.values != IGNORE_INDEX)[:, None, :]
-        weights = self._cache_weights(features[:, None, :], self.keys, allowed)[:, 0]  # (rows, K)
+        scores = self.config.flatness * torch.bmm(features[:, None, :], self.keys.transpose(1, 2))
+        weights = self._weights(scores, allowed)[:, 0]  # (rows, K)
         p_cache = torch.zeros_like(logp).scatter_add_(1, self.values.clamp(min=0), weights)
         p = self._mix(logp.exp(), p_cache, allowed[:, 0].any(dim=-1, keepdim=True))
         return torch.log(p.clamp_min(1e-38))
@@ -234,9 +248,8 @@ class AdaptingReader:
 
 
 def stack_readers(readers: list[AdaptingReader], repeats: int = 1) -> AdaptingReader:
-    """One reader for the rows of several (each repeated ``repeats`` times, in order). Their caches may
-    hold different numbers of positions: the shorter ones are padded in front with positions no token
-    matches."""
+    """One reader for the rows of several (each repeated ``repeats`` times, in order). Their rings may
+    be at different slots: each is turned so that its next slot is the first."""
     first = readers[0]
     out = AdaptingReader.__new__(AdaptingReader)
     out.__dict__.update(first.__dict__)
@@ -244,14 +257,9 @@ def stack_readers(readers: list[AdaptingReader], repeats: int = 1) -> AdaptingRe
     for name in ("transform", "bias"):
         if getattr(first, name) is not None:
             setattr(out, name, torch.cat([getattr(r, name) for r in readers]).repeat_interleave(repeats, dim=0))
-    length = max(r.keys.shape[1] for r in readers)
-    keys, values = [], []
-    for r in readers:
-        pad = length - r.keys.shape[1]
-        keys.append(torch.cat([r.keys.new_zeros(r.rows, pad, r.width), r.keys], dim=1))
-        values.append(torch.cat([r.values.new_full((r.rows, pad), IGNORE_INDEX), r.values], dim=1))
-    out.keys = torch.cat(keys).repeat_interleave(repeats, dim=0)
-    out.values = torch.cat(values).repeat_interleave(repeats, dim=0)
+    out.keys = torch.cat([r.keys.roll(-r.next_slot, dims=1) for r in readers]).repeat_interleave(repeats, dim=0)
+    out.values = torch.cat([r.values.roll(-r.next_slot, dims=1) for r in readers]).repeat_interleave(repeats, dim=0)
+    out.next_slot = 0
     return out
 
 
