@@ -112,10 +112,12 @@ def fill(driver, element_id: str, value: str) -> None:
 
 
 def test_a_person_types_a_prompt_and_watches_the_text_appear(browser, server: str, tmp_path: Path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    wait = WebDriverWait(browser, 60, poll_frequency=0.02)
+    # a card read while the page replaces it is read again at the next poll
+    wait = WebDriverWait(browser, 60, poll_frequency=0.02, ignored_exceptions=(StaleElementReferenceException,))
     browser.get(server + "/")
     wait.until(lambda d: "parameters" in d.find_element(By.ID, "run").text)  # /info was read
 
