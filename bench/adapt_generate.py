@@ -24,7 +24,6 @@ import torch
 from lstmgen.evaluation.adapt import as_adapt_config
 from lstmgen.generation.generate import GenerateConfig, generate
 from lstmgen.model.run_dir import load_run
-from lstmgen.tokens.prepare import prepare
 
 OVER_REPRESENTED = 20.0
 
@@ -70,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = load_run(args.run)
-    data = prepare(run.info["corpus"], run.config.data, run.config.tokenizer, vocab=run.vocab, tokenizer=run.tokenizer)
+    data = run.prepared()
     joiner = run.tokenizer.joiner
     tokens = list(run.vocab.tokens)
     tokens[run.vocab.unk_id] = "\ufffd"  # <unk>: no letters, so it makes no strings of its own

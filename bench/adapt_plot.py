@@ -20,7 +20,6 @@ from lstmgen.evaluation.adapt import AdaptConfig, adapted_nlls
 from lstmgen.evaluation.score import EVAL_ROWS
 from lstmgen.model.run_dir import load_run
 from lstmgen.tokens.batches import padded_layout
-from lstmgen.tokens.prepare import prepare
 
 
 def main() -> None:
@@ -33,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = load_run(args.run)
-    data = prepare(run.info["corpus"], run.config.data, run.config.tokenizer, vocab=run.vocab, tokenizer=run.tokenizer)
+    data = run.prepared()
     ids = data.ids["test"]
     plain = adapted_nlls(run.model, ids, AdaptConfig(mode="off"))
     curves = {mode: adapted_nlls(run.model, ids, AdaptConfig(mode=mode)) for mode in ("dynamic", "cache", "both")}

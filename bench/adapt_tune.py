@@ -20,7 +20,6 @@ import torch
 from lstmgen.evaluation.adapt import AdaptConfig, score_adapted
 from lstmgen.evaluation.score import score_ids
 from lstmgen.model.run_dir import load_run
-from lstmgen.tokens.prepare import prepare
 
 
 def parse(candidate: str) -> AdaptConfig:
@@ -43,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = load_run(args.run)
-    data = prepare(run.info["corpus"], run.config.data, run.config.tokenizer, vocab=run.vocab, tokenizer=run.tokenizer)
+    data = run.prepared()
     ids = data.ids[args.split]
     ids = ids[: args.tokens] if args.tokens else ids
     characters = round(data.characters[args.split] * len(ids) / len(data.ids[args.split]))

@@ -16,7 +16,6 @@ import torch
 
 from lstmgen.generation.cpu_step import OneTokenSteps
 from lstmgen.model.run_dir import load_run
-from lstmgen.tokens.prepare import prepare
 
 
 @torch.no_grad()
@@ -39,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     run = load_run(args.run)
-    data = prepare(run.info["corpus"], run.config.data, run.config.tokenizer, vocab=run.vocab, tokenizer=run.tokenizer)
+    data = run.prepared()
     ids = np.asarray(data.ids["test"][: args.tokens or None], dtype=np.int64)
     length = len(ids) // args.rows
     grid = torch.from_numpy(ids[: length * args.rows].reshape(args.rows, length))

@@ -19,7 +19,7 @@ from lstmgen.model.run_dir import TrainedRun
 from lstmgen.text.overlap import MIN_MATCH_LINE, share_in_training
 from lstmgen.text.reading import training_files_in
 from lstmgen.text.splitting import read_texts
-from lstmgen.tokens.prepare import encode_text, prepare
+from lstmgen.tokens.prepare import encode_text
 
 # A file scored by ``lstmgen eval RUN PATH`` is said to be training text from this share on. Held-out
 # text is not quite free of it: the four classic novels' test split has 0.3% (红楼梦.txt repeats passages).
@@ -73,7 +73,7 @@ def evaluate_run(run: TrainedRun, path: Union[str, Path, None] = None, *, split:
     else:
         if not corpus or not Path(corpus).exists():
             raise LstmgenError(f"{run.path}: its corpus {corpus!r} is not on this machine; give a PATH to score")
-        data = prepare(corpus, run.config.data, run.config.tokenizer, vocab=run.vocab, tokenizer=run.tokenizer)
+        data = run.prepared(corpus)
         trained = run.info.get("corpus_fingerprint")
         if trained and trained != data.fingerprint:  # the cuts moved: text it trained on may now be "held out"
             raise LstmgenError(f"{corpus}: its text changed since {run.path} was trained, so its {split} "

@@ -40,7 +40,6 @@ def measure_run(run_dir: Path, *, sample_length: int, sample_seed: int) -> dict[
     from lstmgen.files import write_json
     from lstmgen.generation.generate import GenerateConfig, generate
     from lstmgen.model.run_dir import load_run
-    from lstmgen.tokens.prepare import prepare
 
     run = load_run(run_dir)
     try:
@@ -53,7 +52,7 @@ def measure_run(run_dir: Path, *, sample_length: int, sample_seed: int) -> dict[
     measures: dict[str, Any] = {"sample": sample, "sample_seed": sample_seed, "sample_length": sample_length}
     corpus = run.info.get("corpus")
     if corpus and Path(corpus).exists():
-        data = prepare(corpus, run.config.data, run.config.tokenizer, vocab=run.vocab, tokenizer=run.tokenizer)
+        data = run.prepared(corpus)
         count = min(len(data.ids["train"]), len(data.ids["valid"]), GAP_TOKENS)
         if count >= 2:
             options = {"characters": count}

@@ -16,7 +16,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import torch
 
@@ -27,6 +27,9 @@ from lstmgen.files import PathLike, atomic_write, describe_error, write_json
 from lstmgen.model.lstm import LSTMLM
 from lstmgen.text.tokenizers import Tokenizer, tokenizer_from_dict
 from lstmgen.text.vocab import Vocab
+
+if TYPE_CHECKING:
+    from lstmgen.tokens.prepare import PreparedData
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +113,14 @@ class TrainedRun:
     @property
     def metrics(self) -> list[dict]:
         return read_metrics(self.path)
+
+    def prepared(self, corpus: Optional[PathLike] = None) -> "PreparedData":
+        """A corpus (by default the run's own) read, split and encoded with this run's tokenizer and
+        vocabulary: the token ids of its splits, as the run saw them."""
+        from lstmgen.tokens.prepare import prepare
+
+        return prepare(corpus if corpus is not None else self.info["corpus"], self.config.data,
+                       self.config.tokenizer, vocab=self.vocab, tokenizer=self.tokenizer)
 
 
 def _read_json(path: Path) -> Any:
