@@ -165,13 +165,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     context = adapt = None
     if args.context:
         from lstmgen.cli.flags import adapt_config
-        from lstmgen.text.script import run_script
         from lstmgen.text.splitting import read_texts
 
         adapt = adapt_config(args)
-        # read as training read its text (the same cleaning), in the run's script
-        context = convert_script("\n".join(read_texts(args.context, run.config.data)),
-                                 run_script(run.config.data.script, run.info))
+        # read as training read its text (the same cleaning), in the run's script as prompts are
+        context = prompts_for_run(["\n".join(read_texts(args.context, run.config.data))], run)[0]
     texts = generate(run.model, run.tokenizer, run.vocab, prompts, config, on_text=on_text if stream else None,
                      context=context, adapt=adapt)
     texts = [convert_script(text, script) for text in texts]

@@ -94,15 +94,12 @@ class AdaptingReader:
     def __init__(self, model: LSTMLM, rows: int, config: AdaptConfig, device: torch.device) -> None:
         self.model = model
         self.config = config
-        self.rows = rows
         width = model.config.embed_size if model.projection is not None else model.config.hidden_size
-        self.width = width
-        self.vocab_size = model.vocab_size
         self.transform: Optional[torch.Tensor] = None  # (rows, F, F): features + features @ transform
         self.bias: Optional[torch.Tensor] = None  # (rows, V), added to the log-probabilities
         if config.dynamic:
             self.transform = torch.zeros(rows, width, width, device=device)
-            self.bias = torch.zeros(rows, self.vocab_size, device=device)
+            self.bias = torch.zeros(rows, model.vocab_size, device=device)
         # the cache, a ring of slots written in turn (all rows advance together): the features of a recent
         # position (key) and the token that followed it (value); an empty slot's value is IGNORE_INDEX
         size = config.cache_size if config.cache else 0
@@ -113,12 +110,16 @@ class AdaptingReader:
 
     # -- the model's own distribution, adapted --------------------------------------------------------
 
+    def _base_log_probs(self, features: torch.Tensor, transform: Optional[torch.Tensor]) -> torch.Tensor:
+        """(rows, T, V): the model's log-probabilities for features (rows, T, F), mapped by ``transform``."""
+        rows, length, width = features.shape
+        if transform is not None:
+            features = features + torch.bmm(features, transform)
+        return self.model.log_probs(features.reshape(rows * length, width)).float().view(rows, length, -1)
+
     def _adapted_log_probs(self, features: torch.Tensor) -> torch.Tensor:
         """(rows, T, V) log-probabilities of the dynamically adapted model for features (rows, T, F)."""
-        rows, length, width = features.shape
-        if self.transform is not None:
-            features = features + torch.bmm(features, self.transform)
-        logp = self.model.log_probs(features.reshape(rows * length, width)).float().view(rows, length, -1)
+        logp = self._base_log_probs(features, self.transform)
         if self.bias is not None:
             logp = torch.log_softmax(logp + self.bias[:, None, :], dim=-1)
         return logp
@@ -163,9 +164,7 @@ class AdaptingReader:
         if self.transform is not None:
             transform = self.transform.requires_grad_(True)
             with torch.enable_grad():
-                rows, length, width = features.shape
-                mapped = features + torch.bmm(features, transform)
-                base = self.model.log_probs(mapped.reshape(rows * length, width)).float().view(rows, length, -1)
+                base = self._base_log_probs(features, transform)
                 with torch.no_grad():
                     # log_softmax(base + bias), and the gradient of the window's summed NLL by hand: with
                     # respect to the bias and to the base log-probabilities, softmax - one-hot at each target
@@ -239,7 +238,6 @@ class AdaptingReader:
         """This one reader's state (1 row), copied to ``rows`` rows: every sample continues one context."""
         out = AdaptingReader.__new__(AdaptingReader)
         out.__dict__.update(self.__dict__)
-        out.rows = rows
         for name in ("transform", "bias", "keys", "values"):
             value = getattr(self, name)
             if value is not None:
@@ -253,7 +251,6 @@ def stack_readers(readers: list[AdaptingReader], repeats: int = 1) -> AdaptingRe
     first = readers[0]
     out = AdaptingReader.__new__(AdaptingReader)
     out.__dict__.update(first.__dict__)
-    out.rows = sum(r.rows for r in readers) * repeats
     for name in ("transform", "bias"):
         if getattr(first, name) is not None:
             setattr(out, name, torch.cat([getattr(r, name) for r in readers]).repeat_interleave(repeats, dim=0))
